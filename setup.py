@@ -1,0 +1,24 @@
+"""IoMT-to-FHIR connector on Apache Beam, compatible with iomt-fhir / Azure MedTech mappings."""
+from setuptools import find_packages, setup
+
+setup(
+    name="iomt-fhir-beam",
+    version="0.1.0",
+    description="Apache Beam pipeline turning device readings into FHIR R4 Observations "
+                "with iomt-fhir / MedTech device and FHIR mappings.",
+    python_requires=">=3.9",
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
+    install_requires=[
+        "apache-beam[gcp]>=2.60",
+        "jsonpath-ng>=1.6",
+        # JMESPath: the reference's second expression language; a full interpreter we
+        # would otherwise have to write and keep conformant ourselves.
+        "jmespath>=1.0",
+        "fhir.resources>=7",
+        "google-auth>=2",
+        "requests>=2.31",
+        "azure-eventhub>=5.11",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["iomt-fhir=pipelines.cli:main"]},
+)

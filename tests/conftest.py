@@ -1,0 +1,35 @@
+"""Shared fixtures.
+
+``vectors`` gives the iomt-fhir conformance vectors from ``../shared/conformance``
+(beside the repository); tests that need them skip with a reason when a user's clone
+does not have that folder. The vectors are never copied into the repo.
+"""
+import json
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+VECTORS = pathlib.Path(os.environ.get(
+    "IOMT_VECTORS", REPO.parent / "shared" / "conformance" / "iomt-fhir"))
+
+
+def vector_dir(name: str) -> pathlib.Path:
+    """Path of one vector folder, or skip the test when the vectors are absent."""
+    if not VECTORS.is_dir():
+        pytest.skip(f"conformance vectors not found at {VECTORS} (set IOMT_VECTORS)")
+    matches = sorted(VECTORS.glob(name + "*"))
+    if not matches:
+        pytest.skip(f"vector {name} not found under {VECTORS}")
+    return matches[0]
+
+
+def load_json(path) -> object:
+    with open(path, encoding="utf-8-sig") as f:
+        return json.load(f)
+
+
+@pytest.fixture
+def vectors():
+    return vector_dir
