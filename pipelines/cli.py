@@ -1,0 +1,193 @@
+"""``iomt-fhir``: the mapping debugger and the pipeline launcher.
+
+Sub-commands (a contract other tools rely on; see README):
+
+* ``validate``  -- every problem of the mappings, one line each on stderr; exit 2 if any.
+* ``normalize`` -- device messages (JSON lines) -> measurements (JSON lines).
+* ``transform`` -- measurements (JSON lines) -> FHIR R4 Observations (JSON lines).
+* ``run``       -- the Beam pipeline (see ``pipelines.iomt_to_fhir``).
+
+A failing input line never stops the others: it becomes one JSON error line
+(``{"line", "error", "message"}``) on ``--errors`` and processing goes on. Error
+messages never contain message content (PHI), only field and expression names.
+"""
+import argparse
+import json
+import sys
+from typing import IO, Iterator, List, Optional, Tuple
+
+from transforms.mapping.errors import (InvalidDataFormatException, InvalidTemplateException,
+                                       MappingError)
+
+EXIT_INVALID = 2
+
+
+def _open_in(path: Optional[str]) -> IO[str]:
+    return sys.stdin if path in (None, "-") else open(path, encoding="utf-8-sig")
+
+
+def _open_out(path: Optional[str], default: IO[str]) -> IO[str]:
+    return default if path in (None, "-") else open(path, "w", encoding="utf-8")
+
+
+def _lines(stream: IO[str]) -> Iterator[Tuple[int, str]]:
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            yield number, line
+
+
+def _error_line(out: IO[str], line: int, exc: BaseException) -> None:
+    kind = getattr(exc, "error_type", None) or type(exc).__name__
+    out.write(json.dumps({"line": line, "error": kind, "message": str(exc)}) + "\n")
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _load_valid_device_mapping(path: str):
+    from transforms.mapping.device_templates import load_device_mapping
+
+    mapping = load_device_mapping(path)
+    if not mapping.valid:
+        for e in mapping.errors:
+            print(f"{path}:{e.line}:{e.position}: {e.severity}: {e.message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+    return mapping
+
+
+def _load_valid_fhir_mapping(path: str):
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+
+    mapping = load_fhir_mapping(path)
+    if not mapping.valid:
+        for e in mapping.errors:
+            print(f"{path}:{e.line}:{e.position}: {e.severity}: {e.message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+    return mapping
+
+
+def cmd_validate(args) -> int:
+    from transforms.mapping.validation import validate
+
+    problems = validate(args.device_mapping, args.fhir_mapping)
+    for p in problems:
+        print(str(p), file=sys.stderr)
+    if problems:
+        return EXIT_INVALID
+    print("valid", file=sys.stderr)
+    return 0
+
+
+def parse_message(line: str, input_format: str):
+    """One input line -> the message as the reference sees it; raises InvalidDataFormatException."""
+    from transforms.mapping.device_templates import envelope
+
+    try:
+        value = json.loads(line)
+    except ValueError:
+        raise InvalidDataFormatException("The message is not valid JSON.") from None
+    if input_format == "body":
+        return envelope(value)
+    if not isinstance(value, dict):
+        raise InvalidDataFormatException(
+            "An envelope line must be a JSON object with Body, Properties and SystemProperties.")
+    return envelope(value.get("Body"), value.get("Properties"), value.get("SystemProperties"))
+
+
+def cmd_normalize(args) -> int:
+    mapping = _load_valid_device_mapping(args.device_mapping)
+    out = sys.stdout
+    errors = _open_out(args.errors, sys.stderr)
+    with _open_in(args.input) as stream:
+        for number, line in _lines(stream):
+            try:
+                message = parse_message(line, args.input_format)
+                measurements = mapping.get_measurements(message)
+            except MappingError as e:
+                _error_line(errors, number, e)
+                continue
+            except Exception as e:  # a bug of ours must not stop the other lines either
+                _error_line(errors, number, e)
+                continue
+            for m in measurements:
+                out.write(_dump(m.to_json()) + "\n")
+    out.flush()
+    errors.flush()
+    return 0
+
+
+def cmd_transform(args) -> int:
+    from transforms.mapping.measurement import Measurement
+    from transforms.mapping.offline import observations_for
+
+    mapping = _load_valid_fhir_mapping(args.fhir_mapping)
+    errors = _open_out(args.errors, sys.stderr)
+    measurements: List[Tuple[int, Measurement]] = []
+    with _open_in(args.input) as stream:
+        for number, line in _lines(stream):
+            try:
+                measurements.append((number, Measurement.from_json(json.loads(line))))
+            except ValueError:
+                _error_line(errors, number, InvalidDataFormatException("The line is not valid JSON."))
+            except MappingError as e:
+                _error_line(errors, number, e)
+    for obs, failure in observations_for(mapping, measurements):
+        if failure is not None:
+            line, exc = failure
+            _error_line(errors, line, exc)
+        else:
+            sys.stdout.write(_dump(obs) + "\n")
+    sys.stdout.flush()
+    errors.flush()
+    return 0
+
+
+def cmd_run(argv: List[str]) -> int:
+    from pipelines import iomt_to_fhir
+
+    return iomt_to_fhir.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iomt-fhir", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check mappings; exit 2 with one line per problem")
+    v.add_argument("--device-mapping", required=True)
+    v.add_argument("--fhir-mapping")
+    v.set_defaults(func=cmd_validate)
+
+    n = sub.add_parser("normalize", help="device messages (JSON lines) -> measurements")
+    n.add_argument("--device-mapping", required=True)
+    n.add_argument("--input", help="JSON-lines file (default: stdin)")
+    n.add_argument("--input-format", choices=("body", "envelope"), default="body")
+    n.add_argument("--errors", help="file for error lines (default: stderr)")
+    n.set_defaults(func=cmd_normalize)
+
+    t = sub.add_parser("transform", help="measurements (JSON lines) -> FHIR Observations")
+    t.add_argument("--fhir-mapping", required=True)
+    t.add_argument("--input", help="JSON-lines file of measurements (default: stdin)")
+    t.add_argument("--errors", help="file for error lines (default: stderr)")
+    t.set_defaults(func=cmd_transform)
+
+    sub.add_parser("run", help="run the Beam pipeline (iomt-fhir run --help)", add_help=False)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        return cmd_run(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidTemplateException as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
