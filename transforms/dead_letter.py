@@ -1,0 +1,33 @@
+"""One record shape for everything that could not be normalized, grouped, converted or written.
+
+Why one shape: operators replay dead letters after fixing a mapping or the data, so
+every stage must keep the complete input (the raw message, the measurements, the
+Observation) together with where and why it failed. The record goes to a dead-letter
+sink the user configures (it holds message content, i.e. possibly PHI) and is never
+logged. ``error_type`` uses the reference's exception names so existing runbooks apply.
+"""
+from typing import Any, Dict, Optional
+
+DEAD_LETTER_TAG = "dead_letter"
+
+STAGE_NORMALIZATION = "normalization"
+STAGE_GROUPING = "grouping"
+STAGE_FHIR_CONVERSION = "fhir_conversion"
+STAGE_IDENTITY = "identity"
+STAGE_FHIR_WRITE = "fhir_write"
+
+
+def dead_letter(stage: str, error: BaseException, payload: Any,
+                attributes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A JSON-serializable dead-letter record. ``payload`` is the failed input, unchanged."""
+    return {
+        "stage": stage,
+        "error_type": getattr(error, "error_type", None) or type(error).__name__,
+        "message": str(error),
+        "payload": payload,
+        "attributes": attributes or {},
+    }
+
+
+def error_type_of(error: BaseException) -> str:
+    return getattr(error, "error_type", None) or type(error).__name__

@@ -1,0 +1,47 @@
+"""The source-neutral device event every reader produces and ``Normalize`` consumes.
+
+Files, Pub/Sub and Event Hubs (Kafka) deliver bytes plus metadata in different ways;
+readers map them onto this one shape so normalization has a single code path. It
+maps onto the reference's envelope: ``Body`` (parsed ``body``), ``Properties``
+(application properties / attributes) and ``SystemProperties`` (broker metadata).
+"""
+import json
+from typing import Any, Dict, NamedTuple, Optional, Union
+
+from transforms.mapping.device_templates import envelope
+from transforms.mapping.errors import InvalidDataFormatException
+
+
+class DeviceEvent(NamedTuple):
+    body: Union[bytes, str]
+    properties: Optional[Dict[str, Any]] = None
+    system_properties: Optional[Dict[str, Any]] = None
+    ingestion_time: Optional[int] = None  # ticks: enqueue / publish time when the source has one
+    is_envelope: bool = False  # body is a whole {"Body", "Properties", "SystemProperties"} JSON
+
+    def to_message(self) -> Dict[str, Any]:
+        """The message as the reference's templates see it; raises ``InvalidDataFormatException``."""
+        raw = self.body
+        try:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8-sig")
+            value = json.loads(raw) if raw.strip() else None
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidDataFormatException("The message body is not valid UTF-8 JSON.") from None
+        if not self.is_envelope:
+            return envelope(value, self.properties, self.system_properties)
+        if not isinstance(value, dict):
+            raise InvalidDataFormatException(
+                "An envelope must be a JSON object with Body, Properties and SystemProperties.")
+        return envelope(value.get("Body"), value.get("Properties"), value.get("SystemProperties"))
+
+    def payload(self) -> Dict[str, Any]:
+        """JSON-safe copy of the event for a dead-letter record (body kept verbatim)."""
+        body = self.body
+        if isinstance(body, bytes):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = body.hex()
+        return {"body": body, "properties": self.properties, "system_properties": self.system_properties,
+                "ingestion_time": self.ingestion_time, "is_envelope": self.is_envelope}
