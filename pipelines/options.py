@@ -1,0 +1,53 @@
+"""The pipeline's options: sources, mappings, windows, FHIR destination, outputs.
+
+Standard Beam ``PipelineOptions`` so the same flags work on DirectRunner, Dataflow
+and Flink (``--runner``, ``--project``, ``--region``, ``--temp_location`` ... pass through).
+Secrets are never options: auth reads client secrets and tokens from the environment.
+"""
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class IomtFhirOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        g = parser.add_argument_group("mappings")
+        g.add_argument("--device_mapping", "--device-mapping", dest="device_mapping", required=True,
+                       help="devicecontent.json (local path or any Beam filesystem path, e.g. gs://)")
+        g.add_argument("--fhir_mapping", "--fhir-mapping", dest="fhir_mapping", required=True,
+                       help="fhirmapping.json")
+
+        s = parser.add_argument_group("source (exactly one)")
+        s.add_argument("--input", help="file pattern of JSON-lines device messages (historical backfill)")
+        s.add_argument("--input_format", "--input-format", dest="input_format",
+                       choices=("body", "envelope"), default="body",
+                       help="body: each line is a message body; envelope: {Body, Properties, SystemProperties}")
+        s.add_argument("--pubsub_subscription", "--pubsub-subscription", dest="pubsub_subscription",
+                       help="projects/P/subscriptions/S (streaming)")
+        s.add_argument("--kafka_bootstrap", "--kafka-bootstrap", dest="kafka_bootstrap",
+                       help="Kafka bootstrap servers, e.g. NAMESPACE.servicebus.windows.net:9093 for Event Hubs")
+        s.add_argument("--kafka_topic", "--kafka-topic", dest="kafka_topic", help="Kafka topic / Event Hub name")
+
+        w = parser.add_argument_group("grouping")
+        w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=300,
+                       help="fixed event-time window size (how much is written at once)")
+        w.add_argument("--allowed_lateness_seconds", "--allowed-lateness-seconds",
+                       dest="allowed_lateness_seconds", type=int, default=86400)
+
+        f = parser.add_argument_group("FHIR destination")
+        f.add_argument("--fhir_url", "--fhir-url", dest="fhir_url",
+                       help="FHIR R4 base URL; without it Observations are written to --output files")
+        f.add_argument("--identity_mode", "--identity-mode", dest="identity_mode", default="Create",
+                       choices=("Create", "Lookup", "LookupWithEncounter"))
+        f.add_argument("--device_identifier_system", "--device-identifier-system",
+                       dest="device_identifier_system", default="")
+        f.add_argument("--fhir_auth", "--fhir-auth", dest="fhir_auth", default="none",
+                       choices=("none", "bearer", "azure", "google", "smart"),
+                       help="credentials come from the environment (see README)")
+        f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=50)
+
+        o = parser.add_argument_group("outputs")
+        o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")
+        o.add_argument("--dead_letter", "--dead-letter", dest="dead_letter", required=True,
+                       help="path prefix for dead-letter JSON lines")
+        o.add_argument("--single_file_outputs", "--single-file-outputs", dest="single_file_outputs",
+                       action="store_true", help="write exactly one file per output (small runs, demo)")
