@@ -33,3 +33,6 @@ def load_json(path) -> object:
 @pytest.fixture
 def vectors():
     return vector_dir
+
+# FHIR server / fault proxy fixtures (tests/fhir_fixtures.py); tests/ is on sys.path (no __init__.py).
+pytest_plugins = ["fhir_fixtures"]
