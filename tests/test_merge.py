@@ -11,7 +11,7 @@ from transforms.mapping.fhir_templates import (ResolvedIds, build_observation, l
                                                observation_groups)
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.merge import merge_observation, observation_period
-from transforms.mapping.timeutil import format_o, parse_datetime
+from transforms.mapping.timeutil import parse_datetime
 
 IDS = ResolvedIds("p", "d")
 SS = "https://azure.microsoft.com/en-us/services/iomt-fhir-connector/"

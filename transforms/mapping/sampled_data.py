@@ -55,7 +55,6 @@ def build_sampled_data(values: Sequence[TimeValue], start: int, end: int, period
     out: List[str] = ["E"] * slots
     n = len(values)
     i = 0
-    slot_start = start
     # Mirror the reference's two-pointer walk, but jump over runs of empty slots
     # instead of visiting them one by one.
     slot = 0
