@@ -39,10 +39,12 @@ class Fault:
     method: Optional[str] = None  # only requests with this method match
     path_contains: Optional[str] = None  # only paths containing this match
     body: Optional[bytes] = None  # answer body for ``status`` (default: an OperationOutcome)
+    body_contains: Optional[bytes] = None  # only requests whose body contains this match
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: bytes = b"") -> bool:
         return ((self.method is None or self.method == method) and
-                (self.path_contains is None or self.path_contains in path))
+                (self.path_contains is None or self.path_contains in path) and
+                (self.body_contains is None or self.body_contains in body))
 
 
 class FaultProxy:
@@ -106,10 +108,10 @@ class FaultProxy:
             self.log.clear()
         self.require_tokens = None
 
-    def _take(self, method: str, path: str) -> Optional[Fault]:
+    def _take(self, method: str, path: str, body: bytes = b"") -> Optional[Fault]:
         with self._lock:
             for i, f in enumerate(self._faults):
-                if f.matches(method, path):
+                if f.matches(method, path, body):
                     return self._faults.pop(i)
         return None
 
@@ -128,7 +130,7 @@ class FaultProxy:
                 self._reply(h, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'},
                             _outcome("login", "Unauthorized"))
                 return
-        fault = self._take(method, path)
+        fault = self._take(method, path, body)
         if fault is not None and fault.kind == "status":
             self._record(method, path, fault.status)
             self._reply(h, fault.status, fault.headers,

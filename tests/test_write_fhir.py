@@ -1,0 +1,133 @@
+"""The Observation writer against the real local FHIR server (and through the fault proxy)."""
+import functools
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from fault_proxy import Fault
+from transforms.fhir.client import FhirClient
+from transforms.fhir.retry import RetryPolicy
+from transforms.mapping.errors import NotSupportedException
+from transforms.write_fhir import (CREATED, FAILED, UNCHANGED, UPDATED, ObservationWriter,
+                                   WriteItem, WriteObservationsFn)
+
+pytestmark = pytest.mark.fhir_server
+FAST = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05, max_total_seconds=10)
+
+
+def obs(oid, values):
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"text": "hr"}, "valueString": ",".join(sorted(values))}
+
+
+def union_merge(item, existing):
+    """Stand-in for the mapping merge: set-union of comma-separated values."""
+    if "bad" in item.observation["valueString"]:
+        raise NotSupportedException("Element existingValue expected to be of type SampledData")
+    merged = dict(existing)
+    vals = set(existing["valueString"].split(",")) | set(item.observation["valueString"].split(","))
+    merged["valueString"] = ",".join(sorted(vals))
+    merged["status"] = existing["status"] if vals == set(existing["valueString"].split(",")) else "amended"
+    return merged, merged != existing
+
+
+@pytest.fixture
+def client(fhir_base_url):
+    c = FhirClient(fhir_base_url, retry_policy=FAST)
+    yield c
+    c.close()
+
+
+def server_state(client, ids):
+    out = {}
+    for i in ids:
+        r = client.read("Observation", i)
+        out[i] = (r.resource["valueString"], r.version_id) if r else None
+    return out
+
+
+def test_create_then_idempotent_rewrite_then_merge(client, unique):
+    ids = [f"w-{unique}-{i}" for i in range(5)]
+    w = ObservationWriter(client, union_merge, bundle_size=2)
+    res = w.write([WriteItem(obs(i, ["1"])) for i in ids])
+    assert [r.outcome for r in res] == [CREATED] * 5
+    before = server_state(client, ids)
+    res = w.write([WriteItem(obs(i, ["1"])) for i in ids])
+    assert [r.outcome for r in res] == [UNCHANGED] * 5
+    assert server_state(client, ids) == before  # same versions: nothing written
+    res = w.write([WriteItem(obs(ids[0], ["2"])), WriteItem(obs(ids[1], ["1"]))])
+    assert [r.outcome for r in res] == [UPDATED, UNCHANGED]
+    assert client.read("Observation", ids[0]).resource["valueString"] == "1,2"
+    assert client.read("Observation", ids[0]).resource["status"] == "amended"
+
+
+def test_same_id_twice_in_one_flush_merges_both(client, unique):
+    oid = f"d-{unique}"
+    res = ObservationWriter(client, union_merge).write(
+        [WriteItem(obs(oid, ["1"])), WriteItem(obs(oid, ["2"]))])
+    assert [r.outcome for r in res] == [CREATED, CREATED]
+    assert client.read("Observation", oid).resource["valueString"] == "1,2"
+
+
+def test_stale_version_412_is_reread_and_merged(client, unique):
+    oid = f"s-{unique}"
+    client.put(obs(oid, ["1"]))
+    raced = {"done": False}
+
+    def racing_merge(item, existing):
+        if not raced["done"]:  # another worker writes between our read and our PUT
+            raced["done"] = True
+            other = dict(existing, valueString="1,9")
+            other.pop("meta")
+            client.put(other, if_match=existing["meta"]["versionId"])
+        return union_merge(item, existing)
+    w = ObservationWriter(client, racing_merge)
+    res = w.write([WriteItem(obs(oid, ["2"])), WriteItem(obs(f"s2-{unique}", ["5"]))])
+    assert [r.outcome for r in res] == [UPDATED, CREATED]
+    assert client.read("Observation", oid).resource["valueString"] == "1,2,9"
+    assert w.contention == 1
+
+
+def test_failures_are_per_item(client, unique):
+    client.put(obs(f"b-{unique}", ["1"]))
+    res = ObservationWriter(client, union_merge).write(
+        [WriteItem(obs(f"b-{unique}", ["bad"])), WriteItem(obs(f"g-{unique}", ["1"]))])
+    assert [r.outcome for r in res] == [FAILED, CREATED]
+    assert res[0].error.error_type == "NotSupportedException"
+
+
+def test_faults_nothing_lost_nothing_duplicated(fault_proxy, client, unique):
+    ids = [f"f-{unique}-{i}" for i in range(6)]
+    c = FhirClient(fault_proxy.url, retry_policy=FAST, timeout=(2, 0.5))
+    tx, batch = b'"transaction"', b'"batch"'
+    fault_proxy.add(Fault("status", 503, body_contains=batch),  # the batched reads
+                    Fault("reset", body_contains=batch),
+                    Fault("status", 503, body_contains=tx), Fault("status", 503, body_contains=tx),
+                    Fault("status", 429, headers={"Retry-After": "0"}, body_contains=tx),
+                    Fault("reset_after", body_contains=tx),  # applied, answer lost
+                    Fault("delay", seconds=1.0, body_contains=tx))  # past the 0.5 s timeout
+    res = ObservationWriter(c, union_merge, bundle_size=3).write(
+        [WriteItem(obs(i, ["1"])) for i in ids])
+    assert all(r.outcome in (CREATED, UNCHANGED) for r in res)
+    assert fault_proxy.pending() == 0
+    assert {i: v for i, (v, _) in server_state(client, ids).items()} == {i: "1" for i in ids}
+    for i in ids:
+        assert len(client.search("Observation", {"_id": i})) == 1
+
+
+def test_beam_dofn_outputs_and_dead_letters(fhir_base_url, client, unique):
+    client.put(obs(f"bb-{unique}", ["1"]))
+    items = [WriteItem(obs(f"n-{unique}-{i}", ["1"])) for i in range(3)]
+    items.append(WriteItem(obs(f"bb-{unique}", ["bad"])))
+    factory = functools.partial(FhirClient, fhir_base_url, retry_policy=FAST)
+    with beam.Pipeline() as p:
+        out = (p | beam.Create(items)
+               | beam.ParDo(WriteObservationsFn(factory, union_merge, bundle_size=2))
+               .with_outputs("dead_letter", main="written"))
+        assert_that(out.written | beam.Map(lambda r: r["outcome"]),
+                    equal_to([CREATED] * 3 + [FAILED]), label="outcomes")
+        assert_that(out.dead_letter | beam.Map(lambda d: (d["stage"], d["error_type"],
+                                                          d["payload"]["id"])),
+                    equal_to([("fhir_write", "NotSupportedException", f"bb-{unique}")]),
+                    label="dead")
