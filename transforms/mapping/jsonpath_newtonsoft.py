@@ -1085,18 +1085,42 @@ def _exists_dict_predicate(expression):
     return nested
 
 
-def _scan_dicts(node, pred, out):
-    """Pre-order: test every dict (the node itself first), descend into containers."""
-    if isinstance(node, dict):
-        if pred(node):
-            out.append(node)
-        for v in node.values():
-            if isinstance(v, _CONTAINERS):
-                _scan_dicts(v, pred, out)
-    else:
-        for v in node:
-            if isinstance(v, _CONTAINERS):
-                _scan_dicts(v, pred, out)
+_LEAF_TYPES = frozenset((str, int, float, bool, type(None), DateToken))
+
+
+def _scan_dict(node, pred, out):
+    """Pre-order: test the dict itself, then walk its values.
+
+    Exact class checks first (json.loads only makes dict/list/str/int/float/bool/None),
+    ``isinstance`` only for unusual classes: this walk runs for every message.
+    """
+    if pred(node):
+        out.append(node)
+    for v in node.values():
+        t = v.__class__
+        if t is dict:
+            _scan_dict(v, pred, out)
+        elif t is list:
+            _scan_list(v, pred, out)
+        elif t not in _LEAF_TYPES:
+            if isinstance(v, dict):
+                _scan_dict(v, pred, out)
+            elif isinstance(v, list):
+                _scan_list(v, pred, out)
+
+
+def _scan_list(node, pred, out):
+    for v in node:
+        t = v.__class__
+        if t is dict:
+            _scan_dict(v, pred, out)
+        elif t is list:
+            _scan_list(v, pred, out)
+        elif t not in _LEAF_TYPES:
+            if isinstance(v, dict):
+                _scan_dict(v, pred, out)
+            elif isinstance(v, list):
+                _scan_list(v, pred, out)
 
 
 def scan_exists_predicate(filters):
@@ -1113,6 +1137,8 @@ def scan_exists_predicate(filters):
 def scan_dicts(data, pred):
     """Matches of a scan-exists filter applied to ``data`` (see ``scan_exists_predicate``)."""
     out = []
-    if isinstance(data, _CONTAINERS):
-        _scan_dicts(data, pred, out)
+    if isinstance(data, dict):
+        _scan_dict(data, pred, out)
+    elif isinstance(data, list):
+        _scan_list(data, pred, out)
     return out
