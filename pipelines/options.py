@@ -16,16 +16,13 @@ class IomtFhirOptions(PipelineOptions):
         g.add_argument("--fhir_mapping", "--fhir-mapping", dest="fhir_mapping", required=True,
                        help="fhirmapping.json")
 
-        s = parser.add_argument_group("source (exactly one)")
+        s = parser.add_argument_group("source (exactly one of --input, --pubsub_subscription)")
         s.add_argument("--input", help="file pattern of JSON-lines device messages (historical backfill)")
         s.add_argument("--input_format", "--input-format", dest="input_format",
                        choices=("body", "envelope"), default="body",
                        help="body: each line is a message body; envelope: {Body, Properties, SystemProperties}")
         s.add_argument("--pubsub_subscription", "--pubsub-subscription", dest="pubsub_subscription",
                        help="projects/P/subscriptions/S (streaming)")
-        s.add_argument("--kafka_bootstrap", "--kafka-bootstrap", dest="kafka_bootstrap",
-                       help="Kafka bootstrap servers, e.g. NAMESPACE.servicebus.windows.net:9093 for Event Hubs")
-        s.add_argument("--kafka_topic", "--kafka-topic", dest="kafka_topic", help="Kafka topic / Event Hub name")
 
         w = parser.add_argument_group("grouping")
         w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=300,

@@ -1,0 +1,141 @@
+"""``ToObservations``: measurement groups -> Observations to write, and the file-output fold.
+
+Thin Beam wrapper over the pure core (``grouping``, ``fhir_templates``, ``merge``).
+The FHIR mapping is shipped as text and loaded once per DoFn instance. Identity is a
+strategy: offline (the measurement's own ids, for file outputs) or a FHIR-server
+resolver built in ``setup`` (Lookup / Create, see ``transforms.fhir.identity``).
+
+A group that cannot be converted (unknown type, several Quantity values in one
+period, missing correlation id, device not found...) goes whole to ``dead_letter``
+with its measurements, so it can be replayed after the mapping or data is fixed.
+Metric names follow the reference (``MeasurementGroup``, ``Measurement``).
+"""
+from typing import Callable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
+                                    dead_letter, error_type_of)
+from transforms.mapping.fhir_templates import build_observation, load_fhir_mapping
+from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
+from transforms.mapping.identifiers import ResolvedIds
+from transforms.mapping.merge import merge_observation
+from transforms.mapping.offline import offline_ids
+from transforms.normalize import METRIC_NAMESPACE
+from transforms.write_fhir import WriteItem
+
+
+class OfflineIdentity:
+    """Identity without a server: the measurement's ids are the logical ids."""
+
+    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
+        return offline_ids(group)
+
+
+class ServerIdentity:
+    """Identity from a FHIR server via ``IdentityService`` (created lazily, per worker)."""
+
+    def __init__(self, service_factory: Callable[[], object]):
+        self._factory = service_factory
+        self._service = None
+
+    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
+        if self._service is None:
+            self._service = self._factory()
+        found = self._service.resolve(group.device_id, group.patient_id, group.encounter_id)
+        return ResolvedIds(patient=found.patient, device=found.device, encounter=found.encounter)
+
+
+class ToObservationsDoFn(beam.DoFn):
+    def __init__(self, fhir_mapping_text: str, identity_factory: Optional[Callable[[], object]] = None):
+        self._text = fhir_mapping_text
+        self._identity_factory = identity_factory or OfflineIdentity
+        self._mapping = None
+        self._identity = None
+        self._groups = Metrics.counter(METRIC_NAMESPACE, "MeasurementGroup")
+        self._measurements = Metrics.counter(METRIC_NAMESPACE, "Measurement")
+
+    def setup(self):
+        self._mapping = load_fhir_mapping(self._text).ensure_valid()
+        self._identity = self._identity_factory()
+
+    def _fail(self, stage, error, group):
+        Metrics.counter(METRIC_NAMESPACE, f"Errors.{stage}.{error_type_of(error)}").inc()
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+            stage, error, [m.to_json() for m in group.measurements]))
+
+    def process(self, element):
+        _, measurements = element
+        self._measurements.inc(len(measurements))
+        for group in measurement_groups(measurements):
+            self._groups.inc()
+            try:
+                template = self._mapping.template_for(group.measure_type)
+                obs_groups = observation_groups(template, group)
+            except Exception as e:  # data problems and bugs alike: dead letter, never a stall
+                yield self._fail(STAGE_FHIR_CONVERSION, e, group)
+                continue
+            try:
+                ids = self._identity.resolve(group)
+            except Exception as e:
+                yield self._fail(STAGE_IDENTITY, e, group)
+                continue
+            try:
+                items = [WriteItem(build_observation(template, og, ids), template.type_name, og)
+                         for og in obs_groups]
+            except Exception as e:
+                yield self._fail(STAGE_FHIR_CONVERSION, e, group)
+                continue
+            yield from items
+
+
+class ToObservations(beam.PTransform):
+    """PCollection[(key, list[Measurement])] -> outputs ``observations`` (WriteItem) and ``dead_letter``."""
+
+    def __init__(self, fhir_mapping_text: str, identity_factory: Optional[Callable[[], object]] = None):
+        super().__init__()
+        self._text = fhir_mapping_text
+        self._identity_factory = identity_factory
+
+    def expand(self, groups):
+        return groups | beam.ParDo(ToObservationsDoFn(self._text, self._identity_factory)).with_outputs(
+            DEAD_LETTER_TAG, main="observations")
+
+
+class FoldByIdDoFn(beam.DoFn):
+    """All WriteItems of one Observation id -> the one Observation a server would end with.
+
+    Windows cut an hour or a day into several partial Observations with the same id;
+    on a server the writer merges them. For file outputs we apply the same merge here,
+    so files hold what the server would hold. Windows partition occurrence times, so the
+    fold's result does not depend on the order items arrive in.
+    """
+
+    def __init__(self, fhir_mapping_text: str):
+        self._text = fhir_mapping_text
+        self._mapping = None
+
+    def setup(self):
+        self._mapping = load_fhir_mapping(self._text).ensure_valid()
+
+    def process(self, element):
+        _, items = element
+        items = sorted(items, key=lambda i: (i.group.start, i.group.end))
+        current = items[0].observation
+        for item in items[1:]:
+            template = self._mapping.template_for(item.template_name)
+            current, _ = merge_observation(template, item.group, current)
+        yield current
+
+
+class FoldObservationsById(beam.PTransform):
+    def __init__(self, fhir_mapping_text: str):
+        super().__init__()
+        self._text = fhir_mapping_text
+
+    def expand(self, items):
+        return (items
+                | "ById" >> beam.Map(lambda i: (i.observation["id"], i))
+                | "Group" >> beam.GroupByKey()
+                | "Fold" >> beam.ParDo(FoldByIdDoFn(self._text)))
