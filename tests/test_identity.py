@@ -43,7 +43,7 @@ def test_errors_are_mapping_errors_with_type_and_stage():
             (PatientDeviceMismatchException(), "PatientDeviceMismatchException",
              "PatientDeviceMismatchException")]:
         assert isinstance(exc, MappingError)
-        assert (exc.error_type, exc.err_name, exc.stage) == (etype, name, "fhir_conversion")
+        assert (exc.error_type, exc.err_name, exc.stage) == (etype, name, "identity")
 
 
 def test_mode_names():
