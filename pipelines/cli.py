@@ -45,26 +45,43 @@ def _dump(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def _load_valid_device_mapping(path: str):
-    from transforms.mapping.device_templates import load_device_mapping
+def _ensure_valid(path: str, mapping):
+    """Print every problem of an invalid mapping (``FILE:LINE:POS: severity: message``), exit 2."""
+    from transforms.mapping.validation import Problem
 
-    mapping = load_device_mapping(path)
     if not mapping.valid:
         for e in mapping.errors:
-            print(f"{path}:{e.line}:{e.position}: {e.severity}: {e.message}", file=sys.stderr)
+            print(str(Problem(path, e)), file=sys.stderr)
         raise SystemExit(EXIT_INVALID)
     return mapping
+
+
+def _load_valid_device_mapping(path: str):
+    from transforms.mapping.validation import load_device
+
+    return _ensure_valid(path, load_device(path))
 
 
 def _load_valid_fhir_mapping(path: str):
-    from transforms.mapping.fhir_templates import load_fhir_mapping
+    from transforms.mapping.validation import load_fhir
 
-    mapping = load_fhir_mapping(path)
-    if not mapping.valid:
-        for e in mapping.errors:
-            print(f"{path}:{e.line}:{e.position}: {e.severity}: {e.message}", file=sys.stderr)
+    return _ensure_valid(path, load_fhir(path))
+
+
+def _open_input(path: Optional[str]) -> IO[str]:
+    try:
+        return _open_in(path)
+    except OSError as e:
+        print(f"iomt-fhir: error: cannot read input {path}: {e.strerror or e}", file=sys.stderr)
         raise SystemExit(EXIT_INVALID)
-    return mapping
+
+
+def _open_errors(path: Optional[str]) -> IO[str]:
+    try:
+        return _open_out(path, sys.stderr)
+    except OSError as e:
+        print(f"iomt-fhir: error: cannot write errors to {path}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
 
 
 def cmd_validate(args) -> int:
@@ -98,8 +115,9 @@ def parse_message(line: str, input_format: str):
 def cmd_normalize(args) -> int:
     mapping = _load_valid_device_mapping(args.device_mapping)
     out = sys.stdout
-    errors = _open_out(args.errors, sys.stderr)
-    with _open_in(args.input) as stream:
+    stream = _open_input(args.input)
+    errors = _open_errors(args.errors)
+    try:
         for number, line in _lines(stream):
             try:
                 message = parse_message(line, args.input_format)
@@ -112,9 +130,19 @@ def cmd_normalize(args) -> int:
                 continue
             for m in measurements:
                 out.write(_dump(m.to_json()) + "\n")
+    finally:
+        _close(stream, errors)
     out.flush()
-    errors.flush()
     return 0
+
+
+def _close(stream: IO[str], errors: IO[str]) -> None:
+    if stream is not sys.stdin:
+        stream.close()
+    if errors is sys.stderr:
+        errors.flush()
+    else:
+        errors.close()
 
 
 def cmd_transform(args) -> int:
@@ -122,24 +150,29 @@ def cmd_transform(args) -> int:
     from transforms.mapping.offline import observations_for
 
     mapping = _load_valid_fhir_mapping(args.fhir_mapping)
-    errors = _open_out(args.errors, sys.stderr)
+    stream = _open_input(args.input)
+    errors = _open_errors(args.errors)
     measurements: List[Tuple[int, Measurement]] = []
-    with _open_in(args.input) as stream:
+    try:
         for number, line in _lines(stream):
             try:
-                measurements.append((number, Measurement.from_json(json.loads(line))))
+                value = json.loads(line)
             except ValueError:
                 _error_line(errors, number, InvalidDataFormatException("The line is not valid JSON."))
-            except MappingError as e:
+                continue
+            try:
+                measurements.append((number, Measurement.from_json(value)))
+            except Exception as e:  # MappingError, or a shape from_json does not expect
                 _error_line(errors, number, e)
-    for obs, failure in observations_for(mapping, measurements):
-        if failure is not None:
-            line, exc = failure
-            _error_line(errors, line, exc)
-        else:
-            sys.stdout.write(_dump(obs) + "\n")
+        for obs, failure in observations_for(mapping, measurements):
+            if failure is not None:
+                line, exc = failure
+                _error_line(errors, line, exc)
+            else:
+                sys.stdout.write(_dump(obs) + "\n")
+    finally:
+        _close(stream, errors)
     sys.stdout.flush()
-    errors.flush()
     return 0
 
 

@@ -8,12 +8,19 @@ step and so do identifiers and resource ids.)
 """
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
-from transforms.mapping.errors import MappingError
+from transforms.mapping.errors import TemplateNotFoundException
 from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.measurement import Measurement
 
-Failure = Tuple[Any, MappingError]  # (where: input line or group key, error)
+Failure = Tuple[Any, Exception]  # (where: input line or group key, error)
+
+
+def _not_found(type_name: str) -> TemplateNotFoundException:
+    """The reference validator's wording (the exception itself only carries the type name)."""
+    exc = TemplateNotFoundException(f"No Fhir Template exists with the type name [{type_name}].")
+    exc.type_name = type_name
+    return exc
 
 
 def offline_ids(group: MeasurementGroup) -> ResolvedIds:
@@ -40,18 +47,26 @@ def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
     """``(observation, None)`` per Observation, or ``(None, (line, error))`` per failed group.
 
     ``numbered`` pairs each measurement with its input line; a failed group is
-    reported at the line of its first measurement.
+    reported (whole) at the first input line of its measurements. Any exception of
+    one group is reported that way, so a bad group never stops the others.
     """
     line_of = {}
     items = []
+
+    def _line(group: MeasurementGroup) -> int:
+        return min(line_of.get(id(m), 0) for m in group.measurements)
+
     for line, m in numbered:
         line_of.setdefault(id(m), line)
         items.append(m)
     for group in measurement_groups(items):
         try:
             observations = observations_of_group(mapping, group, offline_ids(group))
-        except MappingError as e:
-            yield None, (line_of.get(id(group.measurements[0]), 0), e)
+        except TemplateNotFoundException:
+            yield None, (_line(group), _not_found(group.measure_type))
+            continue
+        except Exception as e:  # MappingError, or a bug of ours: the other groups go on
+            yield None, (_line(group), e)
             continue
         for obs in observations:
             yield obs, None

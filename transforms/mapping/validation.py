@@ -7,60 +7,140 @@ template errors from each loader, then cross-checks in both directions (a device
 type with no FHIR template, a device value no FHIR template uses, a FHIR template no
 device template feeds). Cross-check findings are warnings: the reference accepts
 such mappings, and a pipeline runs with them, but ``iomt-fhir validate`` fails on them.
+
+As in the reference's ``MappingValidator``, the cross-check runs only when both
+files loaded without errors: a template that failed to load would otherwise show up
+as a misleading "no matching template" warning on the other side. The first two
+warnings use the reference's wording (``MappingValidator.CheckForTemplateCompatibility``)
+so that users can search for them.
 """
-from typing import Any, List, NamedTuple, Optional
+import re
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 from transforms.mapping.device_templates import DeviceMapping, load_device_mapping
 from transforms.mapping.template_json import TemplateError
 
+DEVICE = "device"
+FHIR = "fhir"
+
+_LINE_RE = re.compile(r"Line (\d+), position (\d+)", re.IGNORECASE)
+
+
+def _located(e: TemplateError) -> TemplateError:
+    """A syntax error reported without a position carries it in its text; use that."""
+    if e.line:
+        return e
+    m = _LINE_RE.search(e.message)
+    return e._replace(line=int(m.group(1)), position=int(m.group(2))) if m else e
+
 
 class Problem(NamedTuple):
-    """A ``TemplateError`` tied to the file it was found in."""
+    """A ``TemplateError`` tied to the file it was found in.
+
+    Always printed ``FILE:LINE:POSITION: severity: message``; ``0:0`` when the problem
+    has no place in the file (e.g. the file cannot be read).
+    """
 
     file: str
     error: TemplateError
 
     def __str__(self) -> str:
-        e = self.error
-        where = f"{self.file}:{e.line}:{e.position}" if e.line else self.file
-        return f"{where}: {e.severity}: {e.message}"
+        e = _located(self.error)
+        return f"{self.file}:{e.line}:{e.position}: {e.severity}: {e.message}"
 
 
-def cross_check(device: DeviceMapping, fhir: Any) -> List[TemplateError]:
-    """Warnings for names that have no counterpart between the two mappings."""
-    out: List[TemplateError] = []
-    fhir_types = {t.lower(): t for t in fhir.type_names()}
+def _names(items) -> str:
+    return " ,".join(items)  # sic: the reference joins with " ,"
+
+
+def _fhir_value_names(template) -> List[str]:
+    """Value names of a FHIR template in template order (components, then value)."""
+    out: List[str] = []
+    for c in template.components:
+        if c.value.value_name and c.value.value_name not in out:
+            out.append(c.value.value_name)
+    if template.value is not None and template.value.value_name \
+            and template.value.value_name not in out:
+        out.append(template.value.value_name)
+    return out
+
+
+def _cross_check(device: DeviceMapping, fhir: Any) -> List[Tuple[str, TemplateError]]:
+    out: List[Tuple[str, TemplateError]] = []
+    templates = fhir.templates()
+    by_key = {t.type_name.lower(): t for t in templates}
+    available = _names(t.type_name for t in templates)
     fed = set()
     for t in device.templates:
         key = t.type_name.lower()
-        if key not in fhir_types:
-            out.append(TemplateError(
-                f"No matching Fhir Template exists for Device Mapping [{t.type_name}]",
-                t.line, 0, "warning"))
+        target = by_key.get(key)
+        if target is None:
+            out.append((DEVICE, TemplateError(
+                f"No matching Fhir Template exists for Device Mapping [{t.type_name}]. "
+                f"Ensure case matches. Available Fhir Templates: [{available}].",
+                t.line, 0, "warning")))
             continue
         fed.add(key)
-        used = fhir.value_names(t.type_name)
+        used = _fhir_value_names(target)
         for name in t.value_names:
             if name not in used:
-                out.append(TemplateError(
+                out.append((DEVICE, TemplateError(
                     f"The value [{name}] in Device Mapping [{t.type_name}] is not represented "
-                    f"within the Fhir Template", t.line, 0, "warning"))
-    for key, name in fhir_types.items():
-        if key not in fed:
-            out.append(TemplateError(
-                f"Fhir Template [{name}] has no matching Device Mapping; it will never be used",
-                0, 0, "warning"))
+                    f"within the Fhir Template of type [{target.type_name}]. Available values "
+                    f"are: [{_names(used)}]. No value will appear inside of Observations.",
+                    t.line, 0, "warning")))
+    for t in templates:
+        if t.type_name.lower() not in fed:
+            out.append((FHIR, TemplateError(
+                f"Fhir Template [{t.type_name}] has no matching Device Mapping; it will never be used",
+                t.line, 0, "warning")))
     return out
+
+
+def cross_check(device: DeviceMapping, fhir: Any) -> List[TemplateError]:
+    """Warnings for names that have no counterpart between the two mappings.
+
+    Device-side warnings carry the device template's line, the last kind (a FHIR
+    template nothing feeds) the FHIR template's line; ``validate`` says which file.
+    """
+    return [e for _, e in _cross_check(device, fhir)]
+
+
+def unreadable(path: str, what: str) -> Optional[TemplateError]:
+    """An error when ``path`` cannot be read as a file, else ``None``.
+
+    Checked before loading: the loaders also accept JSON text, so a mistyped path
+    would otherwise be reported as invalid JSON.
+    """
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as e:
+        return TemplateError(f"Unable to read the {what}: {e.strerror or e}")
+
+
+def load_device(path: str) -> DeviceMapping:
+    """The device mapping at ``path``; an unreadable file is one error (never raises)."""
+    error = unreadable(path, "device mapping")
+    return DeviceMapping([], [error]) if error else load_device_mapping(path)
+
+
+def load_fhir(path: str):
+    """The FHIR mapping at ``path``; an unreadable file is one error (never raises)."""
+    from transforms.mapping.fhir_templates import FhirMapping, load_fhir_mapping
+
+    error = unreadable(path, "FHIR mapping")
+    return FhirMapping([], [error]) if error else load_fhir_mapping(path)
 
 
 def validate(device_path: str, fhir_path: Optional[str] = None) -> List[Problem]:
     """Every problem of the device mapping and (if given) the FHIR mapping and their fit."""
-    from transforms.mapping.fhir_templates import load_fhir_mapping
-
-    device = load_device_mapping(device_path)
+    device = load_device(device_path)
     problems = [Problem(device_path, e) for e in device.errors]
     if fhir_path is not None:
-        fhir = load_fhir_mapping(fhir_path)
+        fhir = load_fhir(fhir_path)
         problems += [Problem(fhir_path, e) for e in fhir.errors]
-        problems += [Problem(device_path, e) for e in cross_check(device, fhir)]
+        if device.valid and fhir.valid:
+            files = {DEVICE: device_path, FHIR: fhir_path}
+            problems += [Problem(files[side], e) for side, e in _cross_check(device, fhir)]
     return problems
