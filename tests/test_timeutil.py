@@ -71,3 +71,28 @@ def test_looks_like_iso_date():
     assert tu.looks_like_iso_date("2019-01-01T00:00:00Z")
     assert not tu.looks_like_iso_date("device-2019")
     assert not tu.looks_like_iso_date("2019-01-01 00:00:00")
+
+
+def test_cached_minute_path_agrees_with_full_parse():
+    # First call fills the minute cache, the rest take the fast path: same answers.
+    assert tu.parse_iso("2031-05-06T07:08:00Z") == tu.parse_iso("2031-05-06T07:08:00.0000000Z")
+    base = tu.parse_iso("2031-05-06T07:08:00Z")
+    assert tu.parse_iso("2031-05-06T07:08:59.1234567Z") == base + 59 * tu.TICKS_PER_SECOND + 1_234_567
+    assert tu.parse_iso("2031-05-06T07:08:30+01:30") == base + 30 * tu.TICKS_PER_SECOND - 90 * tu.TICKS_PER_MINUTE
+    assert tu.parse_iso("2031-05-06T07:08:30") == base + 30 * tu.TICKS_PER_SECOND
+    for bad in ("2031-05-06T07:08:60Z", "2031-05-06T07:08:1Z", "2031-05-06T07:08:30.Z",
+                "2031-05-06T07:08:30+15:00", "2031-05-06T07:08:30Zjunk", "2031-05-06T07:08:30.12345678Z"):
+        assert tu.parse_iso(bad) is None, bad
+
+
+def test_calculated_content_leaves_the_message_as_it_was():
+    from transforms.mapping.device_templates import envelope, load_device_mapping
+    import json
+    mapping = load_device_mapping(json.dumps({"templateType": "CollectionContent", "template": [
+        {"templateType": "CalculatedContent", "template": {
+            "typeName": "t", "typeMatchExpression": "$..[?(@v)]", "deviceIdExpression": "$.matchedToken.d",
+            "timestampExpression": "$.matchedToken.t", "values": []}}]})).ensure_valid()
+    msg = envelope([{"v": 1, "d": "a", "t": "2020-01-01T00:00:00Z"}, {"v": 2, "d": "b", "t": "2020-01-01T00:00:01Z"}])
+    before = json.dumps(msg)
+    assert [m.device_id for m in mapping.get_measurements(msg)] == ["a", "b"]
+    assert json.dumps(msg) == before

@@ -26,6 +26,8 @@ from transforms.mapping.expressions import NOT_FOUND, Expression, compile_expres
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.template_json import TemplateError
 
+_new_measurement = tuple.__new__
+
 JSONPATH = "JsonPath"
 JMESPATH = "JmesPath"
 
@@ -59,8 +61,8 @@ class FieldSpec:
         self.where = where  # "Line Number: L, Position: P. " of the template, for messages
 
 
-def _extract(spec: FieldSpec, token: Any, convert) -> Any:
-    """The reference's ``EvalExpression``: first usable value of the spec's expressions."""
+def _extract_slow(spec: FieldSpec, token: Any, convert) -> Any:
+    """The reference's ``EvalExpression`` in full: first usable value, else its error messages."""
     problems: List[str] = []
     for expr in spec.expressions:
         found = expr.select_token(token)
@@ -105,6 +107,7 @@ class ContentTemplate:
         self.correlation = correlation
         self.values = tuple(values)
         self.line = line
+        self._plan = None
 
     @property
     def value_names(self) -> List[str]:
@@ -115,29 +118,76 @@ class ContentTemplate:
         matches = self.type_match.select_tokens(message)
         if not matches:
             return out
-        base = dict(message) if self.wraps_match and isinstance(message, dict) else None
-        for match in matches:
-            if self.wraps_match:
-                token = base if base is not None else {}
+        if not self.wraps_match:
+            for match in matches:
+                out.append(self._measurement(match, ingestion_time))
+            return out
+        # CalculatedContent: expressions see the message plus ``matchedToken``. The
+        # reference reuses one clone and swaps matchedToken per match; we borrow the
+        # message itself and put it back as it was (no copy per message).
+        token = message if isinstance(message, dict) else {}
+        had, previous = "matchedToken" in token, token.get("matchedToken")
+        try:
+            for match in matches:
                 token["matchedToken"] = match
+                out.append(self._measurement(token, ingestion_time))
+        finally:
+            if had:
+                token["matchedToken"] = previous
             else:
-                token = match
-            out.append(self._measurement(token, ingestion_time))
+                token.pop("matchedToken", None)
         return out
 
+    def _build_plan(self):
+        """Flat (select, convert, required, spec) steps in the reference's extraction order.
+
+        Compiled once per template so the per-match loop below has no further calls
+        than the selectors and converters themselves (this runs for every match).
+        """
+        specs = [(self.device, to_dotnet_string), (self.timestamp, to_ticks),
+                 (self.correlation, to_dotnet_string), (self.patient, to_dotnet_string),
+                 (self.encounter, to_dotnet_string)] + [(v, to_dotnet_string) for v in self.values]
+        plan = []
+        for spec, convert in specs:
+            if spec is None:
+                plan.append(None)
+            else:
+                single = spec.expressions[0].select_token if len(spec.expressions) == 1 else None
+                plan.append((single, convert, spec.required, spec))
+        return tuple(plan)
+
     def _measurement(self, token: Any, ingestion_time: Optional[int]) -> Measurement:
-        device_id = _extract(self.device, token, to_dotnet_string)
-        occurrence = _extract(self.timestamp, token, to_ticks)
-        correlation = _extract(self.correlation, token, to_dotnet_string) if self.correlation else None
-        patient = _extract(self.patient, token, to_dotnet_string) if self.patient else None
-        encounter = _extract(self.encounter, token, to_dotnet_string) if self.encounter else None
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._build_plan()
+        got = [None, None, None, None, None]  # device, time, correlation, patient, encounter
         props = []
-        for spec in self.values:
-            v = _extract(spec, token, to_dotnet_string)
-            if v is not None:
-                props.append((spec.name, v))
-        return Measurement(self.type_name, occurrence, device_id, tuple(props), patient,
-                           encounter, correlation, ingestion_time)
+        i = 0
+        for step in plan:
+            if step is not None:
+                select, convert, required, spec = step
+                value = None
+                if select is not None:
+                    found = select(token)
+                    if found is not NOT_FOUND:
+                        try:
+                            value = convert(found)
+                        except (TypeError, ValueError, OverflowError):
+                            value = None
+                        if value is not None and required and value.__class__ is str and not value.strip():
+                            value = None
+                    if value is None and (required or found is not NOT_FOUND):
+                        value = _extract_slow(spec, token, convert)
+                else:
+                    value = _extract_slow(spec, token, convert)
+                if i < 5:
+                    got[i] = value
+                elif value is not None:
+                    props.append((spec.name, value))
+            i += 1
+        # tuple.__new__ skips NamedTuple's Python-level __new__ (hot path); same field order.
+        return _new_measurement(Measurement, (self.type_name, got[1], got[0], tuple(props),
+                                              got[3], got[4], got[2], ingestion_time))
 
 
 class JsonPathContentTemplate(ContentTemplate):

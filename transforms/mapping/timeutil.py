@@ -64,23 +64,35 @@ class DateToken:
         return f"DateToken({format_trimmed(self.ticks)})"
 
 
+_DAYS: dict = {}  # (year, month, day) -> days since 1970-01-01; device streams repeat dates
+
+
+def _days(year: int, month: int, day: int) -> Optional[int]:
+    key = (year, month, day)
+    days = _DAYS.get(key)
+    if days is None:
+        try:
+            days = _dt.date(year, month, day).toordinal() - 719163
+        except ValueError:
+            return None
+        if len(_DAYS) < 100_000:
+            _DAYS[key] = days
+    return days
+
+
 def _ticks(year, month, day, hour, minute, second, fraction7, zone) -> Optional[int]:
-    try:
-        days = _dt.date(year, month, day).toordinal() - 719163  # 1970-01-01
-    except ValueError:
+    days = _days(year, month, day)
+    if days is None:
         return None
     if hour > 23 or minute > 59 or second > 59:
         return None
     t = ((days * 24 + hour) * 60 + minute) * 60 + second
     t = t * TICKS_PER_SECOND + fraction7
     if zone and zone != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        oh = int(digits[:2])
-        om = int(digits[2:4]) if len(digits) >= 4 else 0
-        if oh > 14 or om > 59:
+        offset = _zone_ticks(zone)
+        if offset is None:
             return None
-        t -= sign * (oh * 60 + om) * TICKS_PER_MINUTE
+        t -= offset
     if t < MIN_TICKS or t > MAX_TICKS:
         return None
     return t
@@ -92,13 +104,51 @@ def _fraction7(text: Optional[str]) -> int:
     return int(text.ljust(7, "0"))
 
 
+_MINUTES: dict = {}  # "yyyy-MM-ddTHH:mm" -> ticks; a device stream repeats minutes
+_TAIL_RE = re.compile(r"(\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}(?::?\d{2})?)?\Z")
+
+
 def parse_iso(text: str) -> Optional[int]:
-    """Ticks for a strict ISO 8601 string as Newtonsoft detects dates, else ``None``."""
+    """Ticks for a strict ISO 8601 string as Newtonsoft detects dates, else ``None``.
+
+    Hot path (every message has a timestamp): the date-hour-minute prefix is looked up
+    in a cache, so only seconds, fraction and zone are parsed per call.
+    """
+    if len(text) >= 19 and text[16] == ":":
+        base = _MINUTES.get(text[:16])
+        if base is not None:
+            m = _TAIL_RE.match(text, 17)
+            if m is None:
+                return None
+            second, frac, zone = m.groups()
+            sec = int(second)
+            if sec > 59:
+                return None
+            t = base + sec * TICKS_PER_SECOND + (int(frac.ljust(7, "0")) if frac else 0)
+            if zone and zone != "Z":
+                offset = _zone_ticks(zone)
+                if offset is None:
+                    return None
+                t -= offset
+            return t if MIN_TICKS <= t <= MAX_TICKS else None
     m = _ISO_RE.match(text)
     if m is None:
         return None
     y, mo, d, h, mi, s, frac, zone = m.groups()
+    minute = _ticks(int(y), int(mo), int(d), int(h), int(mi), 0, 0, None)
+    if minute is not None and len(_MINUTES) < 100_000:
+        _MINUTES[text[:16]] = minute
     return _ticks(int(y), int(mo), int(d), int(h), int(mi), int(s), _fraction7(frac), zone)
+
+
+def _zone_ticks(zone: str) -> Optional[int]:
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    oh = int(digits[:2])
+    om = int(digits[2:4]) if len(digits) >= 4 else 0
+    if oh > 14 or om > 59:
+        return None
+    return sign * (oh * 60 + om) * TICKS_PER_MINUTE
 
 
 def looks_like_iso_date(text: str) -> bool:
