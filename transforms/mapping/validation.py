@@ -133,13 +133,19 @@ def load_fhir(path: str):
     return FhirMapping([], [error]) if error else load_fhir_mapping(path)
 
 
+def _in_file_order(errors: List[TemplateError]) -> List[TemplateError]:
+    """Errors by place in the file (stable; those without a place last)."""
+    located = [_located(e) for e in errors]
+    return sorted(located, key=lambda e: (e.line == 0, e.line, e.position))
+
+
 def validate(device_path: str, fhir_path: Optional[str] = None) -> List[Problem]:
     """Every problem of the device mapping and (if given) the FHIR mapping and their fit."""
     device = load_device(device_path)
-    problems = [Problem(device_path, e) for e in device.errors]
+    problems = [Problem(device_path, e) for e in _in_file_order(device.errors)]
     if fhir_path is not None:
         fhir = load_fhir(fhir_path)
-        problems += [Problem(fhir_path, e) for e in fhir.errors]
+        problems += [Problem(fhir_path, e) for e in _in_file_order(fhir.errors)]
         if device.valid and fhir.valid:
             files = {DEVICE: device_path, FHIR: fhir_path}
             problems += [Problem(files[side], e) for side, e in _cross_check(device, fhir)]
