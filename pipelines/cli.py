@@ -22,16 +22,28 @@ from transforms.mapping.errors import (InvalidDataFormatException, InvalidTempla
 EXIT_INVALID = 2
 
 
-def _open_in(path: Optional[str]) -> IO[str]:
-    return sys.stdin if path in (None, "-") else open(path, encoding="utf-8-sig")
+def _open_in(path: Optional[str]) -> IO:
+    """The input as bytes (stdin's buffer when it has one): lines are decoded one by one."""
+    if path in (None, "-"):
+        return getattr(sys.stdin, "buffer", sys.stdin)
+    return open(path, "rb")
 
 
 def _open_out(path: Optional[str], default: IO[str]) -> IO[str]:
     return default if path in (None, "-") else open(path, "w", encoding="utf-8")
 
 
-def _lines(stream: IO[str]) -> Iterator[Tuple[int, str]]:
+def _lines(stream: IO) -> Iterator[Tuple[int, str]]:
+    """(1-based line number, text) of each non-blank line.
+
+    Bytes that are not UTF-8 become U+FFFD, as .NET's ``Encoding.UTF8.GetString`` does
+    for an Event Hub body: one bad line must not stop the others (nor the run).
+    """
     for number, line in enumerate(stream, 1):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
         if line.strip():
             yield number, line
 
@@ -137,7 +149,7 @@ def cmd_normalize(args) -> int:
 
 
 def _close(stream: IO[str], errors: IO[str]) -> None:
-    if stream is not sys.stdin:
+    if stream not in (sys.stdin, getattr(sys.stdin, "buffer", None)):
         stream.close()
     if errors is sys.stderr:
         errors.flush()

@@ -670,3 +670,22 @@ def test_subcommand_help(command):
     r = run(command, "--help")
     assert r.returncode == 0
     assert f"usage: iomt-fhir {command}" in r.stdout
+
+
+def test_normalize_bytes_bom_crlf_and_invalid_utf8(tmp_path):
+    # A BOM on the first line, CRLF line ends and a byte that is not UTF-8 (decoded as U+FFFD,
+    # as .NET does for an Event Hub body): every line is still processed, the run never stops.
+    dm = write(tmp_path / "dm.json", DEVICE)
+    data = (b"\xef\xbb\xbf" + BODY_LINES[0].encode() + b"\r\n"
+            + b'{"heartRate": 1, "deviceId": "d\xff", "time": "2024-01-01T08:00:00Z"}\r\n'
+            + "{\"heartRate\": 2, \"deviceId\": \"d\u00e9\", \"time\": \"2024-01-01T08:00:00Z\"}\r\n".encode())
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(data)
+    want = [EXPECTED_BODY_MEASUREMENTS[0],
+            measurement("heartrate", "2024-01-01T08:00:00Z", "d\ufffd", [("hr", "1")]),
+            measurement("heartrate", "2024-01-01T08:00:00Z", "d\u00e9", [("hr", "2")])]
+    for args, stdin in ((["--input", src], None), ([], data)):
+        r = subprocess.run(command() + ["normalize", "--device-mapping", str(dm)] + [str(a) for a in args],
+                           input=stdin, capture_output=True, timeout=60, cwd=REPO)
+        assert (r.returncode, r.stderr) == (0, b""), r.stderr
+        assert [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()] == want
