@@ -26,7 +26,7 @@ from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.validation import cross_check
 from transforms.normalize import Normalize
 from transforms.sources import ReadDeviceEvents
-from transforms.to_observations import FoldObservationsById, ToObservations
+from transforms.to_observations import FoldObservationsById, ServerIdentity, ToObservations
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,33 @@ def write_json_lines(pcoll, prefix: str, streaming: bool, single_file: bool, lab
     return lines | f"{label}Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
 
 
+class FhirClientFactory:
+    """Builds the FHIR client on the worker (sessions are not picklable); auth from the environment."""
+
+    def __init__(self, fhir_url: str, auth_kind: str):
+        self.fhir_url = fhir_url
+        self.auth_kind = auth_kind
+
+    def __call__(self):
+        from transforms.fhir.auth import auth_from_options
+        from transforms.fhir.client import FhirClient
+        return FhirClient(self.fhir_url, auth_from_options(self.auth_kind, self.fhir_url))
+
+
+class ServerIdentityFactory:
+    """Identity resolution against the FHIR server, in the reference's modes."""
+
+    def __init__(self, client_factory: FhirClientFactory, mode: str, device_system: str):
+        self.client_factory = client_factory
+        self.mode = mode
+        self.device_system = device_system
+
+    def __call__(self):
+        from transforms.fhir.identity import IdentityService
+        client_factory, mode, system = self.client_factory, self.mode, self.device_system
+        return ServerIdentity(lambda: IdentityService(client_factory(), mode, system or None))
+
+
 def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: str,
           streaming: bool = False) -> Dict[str, beam.PCollection]:
     """Wire the pipeline onto ``p``; returns its main PCollections (for tests and sinks)."""
@@ -76,11 +103,45 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     normalized = events | "Normalize" >> Normalize(device_text)
     groups = normalized.measurements | "Group" >> GroupMeasurements(
         opts.window_seconds, opts.allowed_lateness_seconds)
-    converted = groups | "ToObservations" >> ToObservations(fhir_text)
-    late_dead = converted[DEAD_LETTER_TAG] | "DeadLetterWindow" >> beam.WindowInto(window.GlobalWindows())
-    dead = (normalized[DEAD_LETTER_TAG], late_dead) | "AllDeadLetters" >> beam.Flatten()
-    return {"measurements": normalized.measurements, "write_items": converted.observations,
-            "dead_letter": dead}
+    identity = None
+    if opts.fhir_url:
+        client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth)
+        identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system)
+    converted = groups | "ToObservations" >> ToObservations(fhir_text, identity)
+    dead_letters = [normalized[DEAD_LETTER_TAG],
+                    converted[DEAD_LETTER_TAG] | "DeadLetterWindow" >> beam.WindowInto(window.GlobalWindows())]
+    out = {"measurements": normalized.measurements, "write_items": converted.observations}
+    if opts.fhir_url:
+        from transforms.write_fhir import MappingMerge, WriteObservationsFn
+        written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
+            client_factory, MappingMerge(load_fhir_mapping(fhir_text).ensure_valid()),
+            bundle_size=opts.bundle_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
+        out["outcomes"] = written.outcomes
+        dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
+            window.GlobalWindows()))
+    out["dead_letter"] = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    return out
+
+
+SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "MeasurementGroup",
+                    "ObservationCreated", "ObservationUpdated", "ObservationNoOperation",
+                    "FHIRResourceContention")
+
+
+def print_summary(result) -> None:
+    """Counts by metric name (reference names), errors by stage/type: no content, no ids."""
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # some runners do not report metrics; the run itself succeeded
+        return
+    totals: Dict[str, int] = {}
+    for c in counters:
+        name = c.key.metric.name
+        totals[name] = totals.get(name, 0) + (c.committed or c.attempted or 0)
+    lines = [f"{n}={totals[n]}" for n in SUMMARY_COUNTERS if n in totals]
+    lines += [f"{n}={v}" for n, v in sorted(totals.items()) if n.startswith("Errors.") or
+              (n not in SUMMARY_COUNTERS and "Exception" in n)]
+    print("summary: " + " ".join(lines), file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -100,19 +161,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not opts.output and not opts.fhir_url:
         print("Give --output (Observation files) or --fhir-url (a FHIR server).", file=sys.stderr)
         return 2
-    if opts.fhir_url:
-        print("--fhir-url: the FHIR writer is not wired into the pipeline yet; use --output.",
-              file=sys.stderr)
-        return 2
-    with beam.Pipeline(options=options) as p:
-        out = build(p, opts, device_text, fhir_text, streaming)
+    p = beam.Pipeline(options=options)
+    out = build(p, opts, device_text, fhir_text, streaming)
+    if opts.output:
         items = out["write_items"]
         if not streaming:
             # Batch: fold every partial Observation of an id into one, across windows.
             items = items | "OneWindow" >> beam.WindowInto(window.GlobalWindows())
         observations = items | "FoldById" >> FoldObservationsById(fhir_text)
         write_json_lines(observations, opts.output, streaming, opts.single_file_outputs, "Observations")
-        write_json_lines(out["dead_letter"], opts.dead_letter, streaming, opts.single_file_outputs, "DeadLetters")
+    write_json_lines(out["dead_letter"], opts.dead_letter, streaming, opts.single_file_outputs, "DeadLetters")
+    result = p.run()
+    result.wait_until_finish()
+    print_summary(result)
     return 0
 
 

@@ -77,13 +77,19 @@ def test_no_change_when_already_amended():
     assert merged == existing and merged is not existing
 
 
-def test_merge_into_final_always_amends_like_the_reference():
+def test_replaying_the_same_data_into_a_final_observation_is_a_no_op():
+    # The reference (HEAD) deep-copies, merges, then AmendIfChanged: status becomes
+    # "amended" only when the merged resource differs. An older version set "amended"
+    # first, which made every replay a write; replays must not write.
     template = _mapping(HOURLY_SD)
     (g,) = _group(template, ("2019-01-01T00:00:00Z", [("hr", "60")]))
     existing = build_observation(template, g, IDS)
     merged, changed = merge_observation(template, g, existing)
-    assert changed is True
-    assert merged == dict(existing, status="amended")
+    assert changed is False
+    assert merged == existing and merged["status"] == "final"
+    (g2,) = _group(template, ("2019-01-01T00:10:00Z", [("hr", "61")]))
+    merged, changed = merge_observation(template, g2, existing)
+    assert changed is True and merged["status"] == "amended"
 
 
 def test_new_slot_added():

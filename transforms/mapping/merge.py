@@ -21,9 +21,9 @@ Reference behaviour reproduced (``CodeValueFhirTemplateProcessor.MergeObservatio
   an existing value of another type, a missing one, or a SampledData with
   ``dimensions > 1`` -> ``NotSupportedException``;
 - ``effectivePeriod`` widened to include the group boundary (written as a Period);
-- ``changed`` = merged differs from the existing resource. Because ``status`` is
-  set to ``amended`` first, merging into a ``final`` Observation always counts as
-  a change (one extra PUT), exactly as in the reference.
+- ``changed`` = merged differs from the existing resource; only then is ``status``
+  set to ``amended`` (the reference's ``AmendIfChanged``), so a replay of data
+  already written causes no write.
 
 Collision policy (same time in existing and new data): the reference calls
 ``MergeData(existing, new)`` and ``MergeData`` keeps the FIRST series' value on a
@@ -158,7 +158,6 @@ def merge_observation(template: CodeValueTemplate, group: ObservationGroup, exis
     obs_period = observation_period(existing)
     data_period = (group.start, group.end)
     merged = copy.deepcopy(existing)
-    merged["status"] = "amended"
 
     categories = template.category_list()
     if categories:
@@ -198,7 +197,10 @@ def merge_observation(template: CodeValueTemplate, group: ObservationGroup, exis
     merged = _put(merged, "effectivePeriod", period, after=("subject", "code"),
                   replace=("effectiveDateTime", "effectiveInstant", "effectiveTiming"))
 
+    # The reference's AmendIfChanged: compare first, mark ``amended`` only on a real change,
+    # so replaying data already written is a no-op (ObservationNoOperation).
     changed = merged != existing
     if not changed:
         return copy.deepcopy(existing), False
+    merged["status"] = "amended"
     return merged, True
