@@ -151,6 +151,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     streaming = options.view_as(StandardOptions).streaming or bool(opts.pubsub_subscription)
     if streaming:
         options.view_as(StandardOptions).streaming = True
+    missing = [flag for flag, value in (("--device-mapping", opts.device_mapping),
+                                        ("--fhir-mapping", opts.fhir_mapping),
+                                        ("--dead-letter", opts.dead_letter)) if not value]
+    if missing:
+        print("Missing required options: " + ", ".join(missing), file=sys.stderr)
+        return 2
     device_text, fhir_text = read_text(opts.device_mapping), read_text(opts.fhir_mapping)
     try:
         for warning in check_mappings(device_text, fhir_text, opts.device_mapping, opts.fhir_mapping):

@@ -3,6 +3,8 @@
 Standard Beam ``PipelineOptions`` so the same flags work on DirectRunner, Dataflow
 and Flink (``--runner``, ``--project``, ``--region``, ``--temp_location`` ... pass through).
 Secrets are never options: auth reads client secrets and tokens from the environment.
+No option is ``required`` at the argparse level: Beam parses every registered options
+class for every pipeline in the process, so ``pipelines.iomt_to_fhir.main`` checks them.
 """
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -11,9 +13,9 @@ class IomtFhirOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         g = parser.add_argument_group("mappings")
-        g.add_argument("--device_mapping", "--device-mapping", dest="device_mapping", required=True,
+        g.add_argument("--device_mapping", "--device-mapping", dest="device_mapping",
                        help="devicecontent.json (local path or any Beam filesystem path, e.g. gs://)")
-        g.add_argument("--fhir_mapping", "--fhir-mapping", dest="fhir_mapping", required=True,
+        g.add_argument("--fhir_mapping", "--fhir-mapping", dest="fhir_mapping",
                        help="fhirmapping.json")
 
         s = parser.add_argument_group("source (exactly one of --input, --pubsub_subscription)")
@@ -44,7 +46,7 @@ class IomtFhirOptions(PipelineOptions):
 
         o = parser.add_argument_group("outputs")
         o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")
-        o.add_argument("--dead_letter", "--dead-letter", dest="dead_letter", required=True,
+        o.add_argument("--dead_letter", "--dead-letter", dest="dead_letter",
                        help="path prefix for dead-letter JSON lines")
         o.add_argument("--single_file_outputs", "--single-file-outputs", dest="single_file_outputs",
                        action="store_true", help="write exactly one file per output (small runs, demo)")

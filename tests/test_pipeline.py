@@ -1,0 +1,140 @@
+"""The assembled pipeline on Beam runners that work offline: FnApiRunner (batch),
+BundleBasedDirectRunner with --streaming (TestStream), and against the real local FHIR
+server. Data is written here; runners are always named explicitly."""
+import json
+
+import apache_beam as beam
+import pytest
+import requests
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from pipelines import iomt_to_fhir
+from pipelines.options import IomtFhirOptions
+from transforms.device_event import DeviceEvent
+from transforms.group import GroupMeasurements
+from transforms.normalize import Normalize
+from transforms.to_observations import ToObservations
+
+DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
+    "templateType": "CalculatedContent", "template": {
+        "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
+        "deviceIdExpression": "$.matchedToken.dev", "patientIdExpression": "$.matchedToken.pat",
+        "timestampExpression": "$.matchedToken.at",
+        "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
+FHIR = json.dumps({"templateType": "CollectionFhir", "template": [{
+    "templateType": "CodeValueFhir", "template": {
+        "typeName": "heartrate", "periodInterval": 60,
+        "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
+        "value": {"valueType": "SampledData", "valueName": "hr", "defaultPeriod": 600000, "unit": "bpm"}}}]})
+
+
+def msg(minute, hr, dev="d1"):
+    return json.dumps({"hr": hr, "dev": dev, "pat": "p-" + dev, "at": f"2026-03-01T10:{minute:02d}:00Z"})
+
+
+LINES = [msg(0, 60), msg(12, 61), msg(25, 62), "{broken", msg(55, 65), msg(5, 70, "d2"),
+         json.dumps({"hr": 1, "dev": "d1", "at": "never"})]
+
+
+def write_inputs(tmp_path, lines=LINES):
+    for name, text in (("dm.json", DEVICE), ("fm.json", FHIR)):
+        (tmp_path / name).write_text(text)
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n\n")
+    return tmp_path
+
+
+def read_lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def test_batch_files_one_observation_per_id_and_dead_letters(tmp_path):
+    d = write_inputs(tmp_path)
+    rc = iomt_to_fhir.main([
+        "--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}", f"--fhir-mapping={d / 'fm.json'}",
+        f"--input={d / 'in.jsonl'}", f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
+        "--window-seconds=300", "--single-file-outputs"])
+    assert rc == 0
+    obs = sorted(read_lines(d / "obs.jsonl"), key=lambda o: o["device"]["reference"])
+    assert [(o["device"]["reference"], o["valueSampledData"]["data"]) for o in obs] == [
+        ("Device/d1", "60 61 62 E E 65"), ("Device/d2", "70 E E E E E")]
+    assert len({o["id"] for o in obs}) == 2
+    dead = sorted(read_lines(d / "dead.jsonl"), key=lambda r: r["error_type"])
+    assert [(r["stage"], r["error_type"]) for r in dead] == [
+        ("normalization", "IncompatibleDataException"), ("normalization", "InvalidDataFormatException")]
+    assert dead[1]["payload"]["body"] == "{broken"  # the input is kept whole for replay
+
+
+def test_invalid_mapping_stops_the_launch_with_every_problem(tmp_path, capsys):
+    d = write_inputs(tmp_path)
+    (d / "dm.json").write_text(DEVICE.replace('"typeMatchExpression"', '"typeMatch"'))
+    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+                            f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
+                            f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "Could not find member 'typeMatch'" in err and "TypeMatchExpression" in err
+    assert not (d / "obs.jsonl").exists()
+
+
+def test_unknown_type_goes_to_dead_letter_with_its_measurements():
+    fhir_other = FHIR.replace('"typeName": "heartrate"', '"typeName": "spo2"')
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        events = p | beam.Create([DeviceEvent(msg(0, 60))])
+        m = events | Normalize(DEVICE)
+        out = m.measurements | GroupMeasurements(300) | ToObservations(fhir_other)
+        assert_that(out.observations, equal_to([]), label="none")
+        assert_that(out.dead_letter | beam.Map(lambda r: (r["stage"], r["error_type"], len(r["payload"]))),
+                    equal_to([("fhir_conversion", "TemplateNotFoundException", 1)]), label="dead")
+
+
+def test_streaming_windows_fire_and_late_data_is_not_dropped():
+    """Event-time windows on a stream; an element behind the watermark still comes out
+    (a late pane), so it merges into its Observation instead of being silently dropped."""
+    t0 = 1772359200  # 2026-03-01T10:00:00Z
+    stream = (BeamTestStream()
+              .add_elements([TimestampedValue(DeviceEvent(msg(1, 60)), t0 + 60),
+                             TimestampedValue(DeviceEvent(msg(2, 61)), t0 + 120)])
+              .advance_watermark_to(t0 + 3600)
+              .add_elements([TimestampedValue(DeviceEvent(msg(3, 99)), t0 + 180)])  # late
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        m = p | stream | Normalize(DEVICE)
+        out = m.measurements | GroupMeasurements(300, allowed_lateness_seconds=86400) | ToObservations(FHIR)
+        slots = out.observations | beam.Map(lambda item: item.observation["valueSampledData"]["data"])
+        # on-time pane: 10:01 and 10:02 share the first 10-minute slot, last value wins;
+        # late pane: the 10:03 reading, which the writer merges into the same Observation.
+        assert_that(slots, equal_to(["61 E E E E E", "99 E E E E E"]))
+
+
+@pytest.mark.fhir_server
+def test_pipeline_to_fhir_server_replay_changes_nothing(tmp_path, fhir_base_url):
+    d = write_inputs(tmp_path, [msg(m, 50 + m, "pipe-dev-%s" % tmp_path.name[-6:]) for m in (0, 10, 20, 30)])
+    args = ["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}", f"--fhir-mapping={d / 'fm.json'}",
+            f"--input={d / 'in.jsonl'}", f"--fhir-url={fhir_base_url}", "--identity-mode=Create",
+            f"--dead-letter={d / 'dead'}", "--window-seconds=600", "--single-file-outputs"]
+    device = "pipe-dev-%s" % tmp_path.name[-6:]
+
+    def state():
+        dev = requests.get(f"{fhir_base_url}/Device", params={"identifier": device}, timeout=10).json()
+        (dev_id,) = [e["resource"]["id"] for e in dev.get("entry", [])]
+        found = requests.get(f"{fhir_base_url}/Observation", params={"device": f"Device/{dev_id}"},
+                             timeout=10).json().get("entry", [])
+        return [(e["resource"]["id"], e["resource"]["status"], e["resource"]["valueSampledData"]["data"],
+                 e["resource"]["meta"]["versionId"]) for e in found]
+
+    assert iomt_to_fhir.main(args) == 0
+    first = state()
+    assert len(first) == 1 and first[0][2] == "50 60 70 80 E E"
+    assert iomt_to_fhir.main(args) == 0
+    assert state() == first  # same resource, same version: nothing was written again
+    assert read_lines(d / "dead.jsonl") == []
+
+
+def test_options_parse_dash_and_underscore_forms():
+    o = PipelineOptions(["--device-mapping=a", "--fhir_mapping=b", "--dead-letter=c", "--bundle-size=7"]
+                        ).view_as(IomtFhirOptions)
+    assert (o.device_mapping, o.fhir_mapping, o.dead_letter, o.bundle_size, o.identity_mode) == ("a", "b", "c", 7, "Create")
