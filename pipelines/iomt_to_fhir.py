@@ -23,7 +23,7 @@ from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.group import GroupMeasurements
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.mapping.fhir_templates import load_fhir_mapping
-from transforms.mapping.validation import cross_check
+from transforms.mapping import validation
 from transforms.normalize import Normalize
 from transforms.sources import ReadDeviceEvents
 from transforms.to_observations import FoldObservationsById, ServerIdentity, ToObservations
@@ -48,7 +48,8 @@ def check_mappings(device_text: str, fhir_text: str, device_name: str = "device 
     problems = [f"{device_name}: {e}" for e in device.errors] + [f"{fhir_name}: {e}" for e in fhir.errors]
     if problems:
         raise InvalidMappings("Invalid mappings:\n" + "\n".join(problems))
-    return [f"{device_name}: {w}" for w in cross_check(device, fhir)]
+    names = {validation.DEVICE: device_name, validation.FHIR: fhir_name}
+    return [f"{names[side]}: {w}" for side, w in validation.cross_check_by_side(device, fhir)]
 
 
 def _to_json_line(record) -> str:

@@ -691,8 +691,6 @@ def test_normalize_bytes_bom_crlf_and_invalid_utf8(tmp_path):
         assert [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()] == want
 
 
-@pytest.mark.xfail(strict=True, reason="transforms/mapping/measurement.py: Measurement.from_json raises "
-                   "TypeError (not IncompatibleDataException) when Properties is not an array")
 def test_transform_properties_not_an_array_is_incompatible_data(tmp_path):
     fm = write(tmp_path / "fm.json", FHIR)
     bad = {"Type": "temperature", "OccurrenceTimeUtc": "2024-01-01T08:00:00Z", "DeviceId": "d2",

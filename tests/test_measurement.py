@@ -24,6 +24,11 @@ def test_json_round_trip():
     {"Type": "t", "OccurrenceTimeUtc": "yesterday", "DeviceId": "d"},
     {"Type": "t", "OccurrenceTimeUtc": "2019-01-01T00:00:00Z"},
     [1, 2],
+    {"Type": "t", "OccurrenceTimeUtc": "2019-01-01T00:00:00Z", "DeviceId": "d", "Properties": 5},
+    {"Type": "t", "OccurrenceTimeUtc": "2019-01-01T00:00:00Z", "DeviceId": "d",
+     "Properties": [{"Name": "hr", "Value": None}]},
+    {"Type": "t", "OccurrenceTimeUtc": "2019-01-01T00:00:00Z", "DeviceId": "d",
+     "Properties": [{"Name": "hr", "Value": {"x": 1}}]},
 ])
 def test_from_json_rejects(obj):
     with pytest.raises(IncompatibleDataException):

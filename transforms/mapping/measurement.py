@@ -58,12 +58,21 @@ class Measurement(NamedTuple):
             raise IncompatibleDataException("Measurement has no Type.")
         if not isinstance(device, str) or not device:
             raise IncompatibleDataException("Measurement has no DeviceId.")
+        raw_props = obj.get("Properties")
+        if raw_props is None:
+            raw_props = []
+        if not isinstance(raw_props, list):
+            raise IncompatibleDataException("Measurement Properties must be an array.")
         props = []
-        for p in obj.get("Properties") or []:
+        for p in raw_props:
             if not isinstance(p, dict) or not isinstance(p.get("Name"), str):
                 raise IncompatibleDataException("Measurement property must have a Name.")
             value = p.get("Value")
-            props.append((p["Name"], value if value is None or isinstance(value, str) else str(value)))
+            if value is None or isinstance(value, (dict, list)):
+                # The reference never writes a property without a string value.
+                raise IncompatibleDataException(
+                    f"Measurement property [{p['Name']}] must have a string Value.")
+            props.append((p["Name"], value if isinstance(value, str) else str(value)))
 
         def opt(name):
             v = obj.get(name)

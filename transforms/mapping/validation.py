@@ -65,7 +65,7 @@ def _fhir_value_names(template) -> List[str]:
     return out
 
 
-def _cross_check(device: DeviceMapping, fhir: Any) -> List[Tuple[str, TemplateError]]:
+def cross_check_by_side(device: DeviceMapping, fhir: Any) -> List[Tuple[str, TemplateError]]:
     out: List[Tuple[str, TemplateError]] = []
     templates = fhir.templates()
     by_key = {t.type_name.lower(): t for t in templates}
@@ -103,7 +103,7 @@ def cross_check(device: DeviceMapping, fhir: Any) -> List[TemplateError]:
     Device-side warnings carry the device template's line, the last kind (a FHIR
     template nothing feeds) the FHIR template's line; ``validate`` says which file.
     """
-    return [e for _, e in _cross_check(device, fhir)]
+    return [e for _, e in cross_check_by_side(device, fhir)]
 
 
 def unreadable(path: str, what: str) -> Optional[TemplateError]:
@@ -148,5 +148,5 @@ def validate(device_path: str, fhir_path: Optional[str] = None) -> List[Problem]
         problems += [Problem(fhir_path, e) for e in _in_file_order(fhir.errors)]
         if device.valid and fhir.valid:
             files = {DEVICE: device_path, FHIR: fhir_path}
-            problems += [Problem(files[side], e) for side, e in _cross_check(device, fhir)]
+            problems += [Problem(files[side], e) for side, e in cross_check_by_side(device, fhir)]
     return problems
