@@ -108,16 +108,18 @@ class ObservationWriter:
         for n, item in enumerate(items):
             by_id.setdefault(item.observation["id"], []).append(n)
         pending = list(by_id)
+        #: the plans refused with 409/412 in the last round, by id (see _plan)
+        refused: Dict[str, _Plan] = {}
         for round_no in range(self.max_conflict_retries + 1):
             if not pending:
                 break
-            plans = self._plan(pending, by_id, items, outcomes)
+            plans = self._plan(pending, by_id, items, outcomes, refused)
             conflicts = self._send(plans, by_id, outcomes)
-            if conflicts:
-                self.contention += len(conflicts)
-                if self.on_contention:
-                    self.on_contention(len(conflicts))
+            again = set(conflicts)
+            refused = {p.rid: p for p in plans if p.rid in again}
             pending = conflicts
+        if pending:
+            self._contended(len(pending))
         for rid in pending:
             err = ContentionError("Observation still conflicting after re-read and merge",
                                   status=412)
@@ -125,8 +127,23 @@ class ObservationWriter:
                 outcomes[n] = WriteOutcome(items[n], FAILED, err)
         return [outcomes[n] for n in range(len(items))]
 
+    def _contended(self, n: int) -> None:
+        self.contention += n
+        if self.on_contention:
+            self.on_contention(n)
+
     # -- steps ---------------------------------------------------------------------------
-    def _plan(self, ids, by_id, items, outcomes) -> List[_Plan]:
+    def _plan(self, ids, by_id, items, outcomes, refused=None) -> List[_Plan]:
+        """Read ``ids``, merge their items, and plan the writes of what changed.
+
+        ``refused``: last round's plans answered 409/412. When the re-read shows exactly
+        what such a plan sent, the write was ours after all and the item keeps that
+        plan's outcome (created/updated, not "unchanged"): a failed transaction is not
+        rolled back on some servers (Medplum), and a retried request whose first answer
+        was lost (reset, timeout) meets the version it wrote itself. Only the others
+        count as contention (someone else changed the resource).
+        """
+        refused = refused or {}
         try:
             current = read_many(self.client, "Observation", ids, self.read_batch_size)
         except FhirError as err:
@@ -141,6 +158,12 @@ class ObservationWriter:
                     status=existing.status, outcome_text=existing.outcome_text)
                 self._fail(by_id[rid], items, outcomes, err)
                 continue
+            prev = refused.get(rid)
+            if prev is not None:
+                if existing is not None and _without_meta(existing) == prev.resource:
+                    self._done(prev, by_id, outcomes, prev.kind, existing)
+                    continue
+                self._contended(1)
             try:
                 state, changed = existing, False
                 for it in its:
@@ -208,6 +231,12 @@ class ObservationWriter:
         for k, n in enumerate(indexes):
             it = items[k] if local else items[n]
             outcomes[n] = WriteOutcome(it, FAILED, err)
+
+
+def _without_meta(resource: dict) -> dict:
+    out = dict(resource)
+    out.pop("meta", None)
+    return out
 
 
 # ---- Beam --------------------------------------------------------------------------------
