@@ -10,6 +10,8 @@ setup(
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
     install_requires=[
         "apache-beam[gcp]>=2.60",
+        # On the design card. Runtime JSONPath is our Newtonsoft port (the reference's
+        # semantics differ from jsonpath-ng's); jsonpath-ng is the oracle in the tests.
         "jsonpath-ng>=1.6",
         # JMESPath: the reference's second expression language; a full interpreter we
         # would otherwise have to write and keep conformant ourselves.
