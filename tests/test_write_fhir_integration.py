@@ -440,7 +440,8 @@ def test_pipeline_outputs_dead_letters_and_metrics(fhir_base_url, client, unique
     obs = p | beam.Create(groups) | ToObservations(MAPPING, functools.partial(_create_identity,
                                                                                 fhir_base_url))
     written = (obs.observations
-               | beam.ParDo(WriteObservationsFn(factory, MappingMerge(mapping), bundle_size=2))
+               | beam.ParDo(WriteObservationsFn(factory, MappingMerge(mapping), bundle_size=2,
+                                                   read_batch_size=4))
                .with_outputs("dead_letter", main="written"))
     assert_that(written.written | beam.Map(lambda o: o["outcome"]),
                 equal_to([UPDATED, UNCHANGED, CREATED, CREATED, CREATED, FAILED]),
