@@ -20,7 +20,7 @@ from apache_beam.transforms import window
 
 from pipelines.options import IomtFhirOptions
 from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.group import GroupMeasurements
+from transforms.group import GroupMeasurements, window_for_mapping
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping import validation
@@ -102,8 +102,9 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     """Wire the pipeline onto ``p``; returns its main PCollections (for tests and sinks)."""
     events = p | "Read" >> ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription)
     normalized = events | "Normalize" >> Normalize(device_text)
+    window_seconds = opts.window_seconds or window_for_mapping(load_fhir_mapping(fhir_text))
     groups = normalized.measurements | "Group" >> GroupMeasurements(
-        opts.window_seconds, opts.allowed_lateness_seconds)
+        window_seconds, opts.allowed_lateness_seconds, opts.early_firing_seconds if streaming else 0)
     identity = None
     if opts.fhir_url:
         client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth)
@@ -116,7 +117,7 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         from transforms.write_fhir import MappingMerge, WriteObservationsFn
         written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
             client_factory, MappingMerge(load_fhir_mapping(fhir_text).ensure_valid()),
-            bundle_size=opts.bundle_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
+            bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
         out["outcomes"] = written.outcomes
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
             window.GlobalWindows()))

@@ -27,8 +27,11 @@ class IomtFhirOptions(PipelineOptions):
                        help="projects/P/subscriptions/S (streaming)")
 
         w = parser.add_argument_group("grouping")
-        w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=300,
-                       help="fixed event-time window size (how much is written at once)")
+        w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=0,
+                       help="fixed event-time window size; default: the FHIR mapping's longest "
+                            "Observation period (hour or day), else 300")
+        w.add_argument("--early_firing_seconds", "--early-firing-seconds", dest="early_firing_seconds",
+                       type=int, default=60, help="streaming: emit a window's data every N s of processing time")
         w.add_argument("--allowed_lateness_seconds", "--allowed-lateness-seconds",
                        dest="allowed_lateness_seconds", type=int, default=86400)
 
@@ -43,6 +46,8 @@ class IomtFhirOptions(PipelineOptions):
                        choices=("none", "bearer", "azure", "google", "smart"),
                        help="credentials come from the environment (see README)")
         f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=50)
+        f.add_argument("--read_batch_size", "--read-batch-size", dest="read_batch_size", type=int, default=500,
+                       help="Observations read by id per batch request before merging")
 
         o = parser.add_argument_group("outputs")
         o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")

@@ -138,3 +138,13 @@ def test_options_parse_dash_and_underscore_forms():
     o = PipelineOptions(["--device-mapping=a", "--fhir_mapping=b", "--dead-letter=c", "--bundle-size=7"]
                         ).view_as(IomtFhirOptions)
     assert (o.device_mapping, o.fhir_mapping, o.dead_letter, o.bundle_size, o.identity_mode) == ("a", "b", "c", 7, "Create")
+
+
+def test_default_window_follows_the_longest_observation_period():
+    from transforms.group import window_for_mapping
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+    assert window_for_mapping(load_fhir_mapping(FHIR)) == 3600
+    daily = FHIR.replace('"periodInterval": 60', '"periodInterval": 1440')
+    assert window_for_mapping(load_fhir_mapping(daily)) == 86400
+    single = FHIR.replace('"periodInterval": 60', '"periodInterval": 0')
+    assert window_for_mapping(load_fhir_mapping(single)) == 300
