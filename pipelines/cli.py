@@ -49,8 +49,9 @@ def _lines(stream: IO) -> Iterator[Tuple[int, str]]:
 
 
 def _error_line(out: IO[str], line: int, exc: BaseException) -> None:
-    kind = getattr(exc, "error_type", None) or type(exc).__name__
-    out.write(json.dumps({"line": line, "error": kind, "message": str(exc)}) + "\n")
+    from transforms.dead_letter import error_type_of
+
+    out.write(json.dumps({"line": line, "error": error_type_of(exc), "message": str(exc)}) + "\n")
 
 
 def _dump(obj) -> str:

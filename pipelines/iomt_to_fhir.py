@@ -102,7 +102,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     """Wire the pipeline onto ``p``; returns its main PCollections (for tests and sinks)."""
     events = p | "Read" >> ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription)
     normalized = events | "Normalize" >> Normalize(device_text)
-    window_seconds = opts.window_seconds or window_for_mapping(load_fhir_mapping(fhir_text))
+    fhir_mapping = load_fhir_mapping(fhir_text).ensure_valid()
+    window_seconds = opts.window_seconds or window_for_mapping(fhir_mapping)
     groups = normalized.measurements | "Group" >> GroupMeasurements(
         window_seconds, opts.allowed_lateness_seconds, opts.early_firing_seconds if streaming else 0)
     identity = None
@@ -116,7 +117,7 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     if opts.fhir_url:
         from transforms.write_fhir import MappingMerge, WriteObservationsFn
         written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
-            client_factory, MappingMerge(load_fhir_mapping(fhir_text).ensure_valid()),
+            client_factory, MappingMerge(fhir_mapping),
             bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
         out["outcomes"] = written.outcomes
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(

@@ -22,7 +22,7 @@ def dead_letter(stage: str, error: BaseException, payload: Any,
     """A JSON-serializable dead-letter record. ``payload`` is the failed input, unchanged."""
     return {
         "stage": stage,
-        "error_type": getattr(error, "error_type", None) or type(error).__name__,
+        "error_type": error_type_of(error),
         "message": str(error),
         "payload": payload,
         "attributes": attributes or {},

@@ -20,10 +20,9 @@ from transforms.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAG
 from transforms.mapping.fhir_templates import build_observation, load_fhir_mapping
 from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
-from transforms.mapping.merge import merge_observation
 from transforms.mapping.offline import offline_ids
 from transforms.normalize import METRIC_NAMESPACE
-from transforms.write_fhir import WriteItem
+from transforms.write_fhir import MappingMerge, WriteItem
 
 
 class OfflineIdentity:
@@ -114,18 +113,18 @@ class FoldByIdDoFn(beam.DoFn):
 
     def __init__(self, fhir_mapping_text: str):
         self._text = fhir_mapping_text
-        self._mapping = None
+        self._merge = None
 
     def setup(self):
-        self._mapping = load_fhir_mapping(self._text).ensure_valid()
+        # The writer's merge function, so files and servers fold data the same way.
+        self._merge = MappingMerge(load_fhir_mapping(self._text).ensure_valid())
 
     def process(self, element):
         _, items = element
         items = sorted(items, key=lambda i: (i.group.start, i.group.end))
         current = items[0].observation
         for item in items[1:]:
-            template = self._mapping.template_for(item.template_name)
-            current, _ = merge_observation(template, item.group, current)
+            current, _ = self._merge(item, current)
         yield current
 
 

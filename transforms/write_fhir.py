@@ -249,7 +249,7 @@ except ImportError:  # pragma: no cover - the pure writer works without Beam
     beam = None
 
 if beam is not None:
-    from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_FHIR_WRITE, dead_letter
+    from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_FHIR_WRITE, dead_letter, error_type_of
 
     class WriteObservationsFn(beam.DoFn):
         """Beam DoFn around :class:`ObservationWriter`.
@@ -316,8 +316,7 @@ if beam is not None:
             for (item, w, t), res in zip(buffered, results):
                 rid = item.observation.get("id")
                 if res.outcome == FAILED:
-                    etype = getattr(res.error, "error_type", None) or type(res.error).__name__
-                    Metrics.counter("Errors", etype).inc()
+                    Metrics.counter("Errors", error_type_of(res.error)).inc()
                     outs.append((beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
                         STAGE_FHIR_WRITE, res.error, item.observation,
                         {"status": getattr(res.error, "status", None)})), w, t))
