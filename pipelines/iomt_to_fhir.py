@@ -118,7 +118,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         from transforms.write_fhir import MappingMerge, WriteObservationsFn
         written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
             client_factory, MappingMerge(fhir_mapping),
-            bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
+            bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size,
+            max_in_flight=opts.max_in_flight)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
         out["outcomes"] = written.outcomes
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
             window.GlobalWindows()))
@@ -166,6 +167,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.warning("%s", warning)
     except InvalidMappings as e:
         print(str(e), file=sys.stderr)
+        return 2
+    too_small = [flag for flag, value in (("--bundle-size", opts.bundle_size),
+                                          ("--read-batch-size", opts.read_batch_size),
+                                          ("--max-in-flight", opts.max_in_flight)) if value < 1]
+    if too_small:
+        print("Must be at least 1: " + ", ".join(too_small), file=sys.stderr)
         return 2
     if not opts.output and not opts.fhir_url:
         print("Give --output (Observation files) or --fhir-url (a FHIR server).", file=sys.stderr)

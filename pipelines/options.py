@@ -48,6 +48,8 @@ class IomtFhirOptions(PipelineOptions):
         f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=50)
         f.add_argument("--read_batch_size", "--read-batch-size", dest="read_batch_size", type=int, default=500,
                        help="Observations read by id per batch request before merging")
+        f.add_argument("--max_in_flight", "--max-in-flight", dest="max_in_flight", type=int, default=2,
+                       help="transaction bundles each writer sends at once (1 = one after the other)")
 
         o = parser.add_argument_group("outputs")
         o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")

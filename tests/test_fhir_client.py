@@ -233,3 +233,42 @@ def test_per_entry_429_in_batch_resends_only_that_entry(fault_proxy, client, uni
     posts = [s for m, _, s in fault_proxy.log if m == "POST"]
     assert posts == [200, 200]
     assert client.read("Observation", b) is not None
+
+
+# ---- environment: proxies and CA bundle, read once ---------------------------------------
+def _clear_proxy_env(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_proxy_from_the_environment_is_used_and_read_once(monkeypatch, fhir_base_url):
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    once = RetryPolicy(max_attempts=1, initial_backoff=0.01, max_backoff=0.01, max_total_seconds=2)
+    proxied = FhirClient(fhir_base_url, retry_policy=once, timeout=(1, 2))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    bypassed = FhirClient(fhir_base_url, retry_policy=once, timeout=(1, 2))
+    monkeypatch.delenv("http_proxy")  # too late for the first client: read at construction
+    with pytest.raises(FhirError) as err:
+        proxied.capabilities()
+    assert err.value.status is None and err.value.retryable
+    assert bypassed.capabilities()["resourceType"] == "CapabilityStatement"
+    assert not proxied.session.trust_env  # requests no longer re-reads os.environ per request
+    proxied.close()
+    bypassed.close()
+
+
+def test_ca_bundle_from_the_environment_unless_verification_is_explicit(monkeypatch, tmp_path):
+    _clear_proxy_env(monkeypatch)
+    assert FhirClient("https://fhir.example.org").session.verify is True
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    assert FhirClient("https://fhir.example.org").session.verify == str(tmp_path / "ca.pem")
+    assert FhirClient("https://fhir.example.org", verify=False).session.verify is False
+    assert FhirClient("https://fhir.example.org", verify="/own.pem").session.verify == "/own.pem"
+
+
+def test_entry_outcome_text_is_read_when_asked():
+    (r,) = parse_bundle_response({"entry": [{"response": {"status": "404 Not Found", "outcome": {
+        "resourceType": "OperationOutcome", "issue": [{"details": {"text": "Not found"}}]}}}]}, 1)
+    assert (r.status, r.ok, r.outcome_text) == (404, False, "Not found")

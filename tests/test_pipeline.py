@@ -140,6 +140,19 @@ def test_options_parse_dash_and_underscore_forms():
     assert (o.device_mapping, o.fhir_mapping, o.dead_letter, o.bundle_size, o.identity_mode) == ("a", "b", "c", 7, "Create")
 
 
+def test_writer_sizes_default_and_must_be_positive(tmp_path, capsys):
+    o = PipelineOptions([]).view_as(IomtFhirOptions)
+    assert (o.bundle_size, o.read_batch_size, o.max_in_flight) == (50, 500, 2)
+    d = write_inputs(tmp_path)
+    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+                            f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
+                            f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
+                            "--max-in-flight=0", "--bundle-size=0"])
+    assert rc == 2
+    assert "Must be at least 1: --bundle-size, --max-in-flight" in capsys.readouterr().err
+    assert not (d / "obs.jsonl").exists()
+
+
 def test_default_window_follows_the_longest_observation_period():
     from transforms.group import window_for_mapping
     from transforms.mapping.fhir_templates import load_fhir_mapping

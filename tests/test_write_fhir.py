@@ -1,5 +1,6 @@
 """The Observation writer against the real local FHIR server (and through the fault proxy)."""
 import functools
+import threading
 
 import apache_beam as beam
 import pytest
@@ -89,6 +90,48 @@ def test_stale_version_412_is_reread_and_merged(client, unique):
     assert w.contention == 1
 
 
+class BarrierClient(FhirClient):
+    """Each transaction waits until ``parties`` transactions are under way at once: a
+    writer that sends one bundle at a time breaks the barrier (after ``timeout``)."""
+
+    def __init__(self, *a, parties=2, timeout=5.0, **kw):
+        super().__init__(*a, **kw)
+        self.barrier = threading.Barrier(parties, timeout=timeout)
+
+    def transaction(self, entries):
+        self.barrier.wait()
+        return super().transaction(entries)
+
+
+def test_bundles_go_out_concurrently_and_outcomes_keep_item_order(fhir_base_url, client, unique):
+    client.put(obs(f"c-{unique}-1", ["1"]))
+    c = BarrierClient(fhir_base_url, retry_policy=FAST, parties=3)
+    w = ObservationWriter(c, union_merge, bundle_size=2, max_in_flight=3)
+    ids = [f"c-{unique}-{i}" for i in range(7)]
+    items = [WriteItem(obs(i, ["2"])) for i in ids]
+    items[4] = WriteItem(obs(ids[4], ["bad"]))  # new id: "bad" only matters to a merge
+    items.append(WriteItem(obs(ids[1], ["bad"])))  # existing id: the merge fails
+    res = w.write(items)
+    # ids 0,2..6 are new: 3 bundles of 2 plans, in flight at once (the barrier passed);
+    # id 1 fails in the merge, both of its items with it
+    assert [r.outcome for r in res] == [CREATED, FAILED] + [CREATED] * 5 + [FAILED]
+    assert [r.item for r in res] == items
+    assert server_state(client, ids)[ids[0]][0] == "2"
+    assert server_state(client, ids)[ids[1]][0] == "1"
+    w.close()
+    assert w._pool is None
+    c.close()
+
+
+def test_one_in_flight_sends_bundles_one_after_the_other(fhir_base_url, unique):
+    c = BarrierClient(fhir_base_url, retry_policy=FAST, parties=2, timeout=0.5)
+    w = ObservationWriter(c, union_merge, bundle_size=2, max_in_flight=1)
+    with pytest.raises(threading.BrokenBarrierError):
+        w.write([WriteItem(obs(f"o-{unique}-{i}", ["1"])) for i in range(4)])
+    assert w._pool is None  # no threads were started
+    c.close()
+
+
 def test_failures_are_per_item(client, unique):
     client.put(obs(f"b-{unique}", ["1"]))
     res = ObservationWriter(client, union_merge).write(
@@ -97,7 +140,8 @@ def test_failures_are_per_item(client, unique):
     assert res[0].error.error_type == "NotSupportedException"
 
 
-def test_faults_nothing_lost_nothing_duplicated(fault_proxy, client, unique):
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_faults_nothing_lost_nothing_duplicated(fault_proxy, client, unique, in_flight):
     ids = [f"f-{unique}-{i}" for i in range(6)]
     c = FhirClient(fault_proxy.url, retry_policy=FAST, timeout=(2, 0.5))
     tx, batch = b'"transaction"', b'"batch"'
@@ -107,8 +151,9 @@ def test_faults_nothing_lost_nothing_duplicated(fault_proxy, client, unique):
                     Fault("status", 429, headers={"Retry-After": "0"}, body_contains=tx),
                     Fault("reset_after", body_contains=tx),  # applied, answer lost
                     Fault("delay", seconds=1.0, body_contains=tx))  # past the 0.5 s timeout
-    res = ObservationWriter(c, union_merge, bundle_size=3).write(
-        [WriteItem(obs(i, ["1"])) for i in ids])
+    w = ObservationWriter(c, union_merge, bundle_size=3, max_in_flight=in_flight)
+    res = w.write([WriteItem(obs(i, ["1"])) for i in ids])
+    w.close()
     assert all(r.outcome in (CREATED, UNCHANGED) for r in res)
     assert fault_proxy.pending() == 0
     assert {i: v for i, (v, _) in server_state(client, ids).items()} == {i: "1" for i in ids}
@@ -121,7 +166,7 @@ def test_beam_dofn_outputs_and_dead_letters(fhir_base_url, client, unique):
     items = [WriteItem(obs(f"n-{unique}-{i}", ["1"])) for i in range(3)]
     items.append(WriteItem(obs(f"bb-{unique}", ["bad"])))
     factory = functools.partial(FhirClient, fhir_base_url, retry_policy=FAST)
-    with beam.Pipeline() as p:
+    with beam.Pipeline(runner="FnApiRunner") as p:
         out = (p | beam.Create(items)
                | beam.ParDo(WriteObservationsFn(factory, union_merge, bundle_size=2))
                .with_outputs("dead_letter", main="written"))

@@ -15,6 +15,9 @@ Two layers:
 Created vs updated is decided from what was read before writing, not from the status code
 (servers differ: the local Medplum server answers 200 to a PUT that creates).
 
+Bundles hold distinct Observations, so up to ``max_in_flight`` of them go out at once (worker
+threads; 1 = one after the other), and a batch of reads overlaps the bundles already sent.
+
 Conflicts (409/412, including a whole transaction failing because one entry was stale)
 re-read and re-merge, at most ``max_conflict_retries`` more rounds (the reference: 2). A
 failed transaction that is not a conflict is re-sent entry by entry, so one bad
@@ -22,6 +25,7 @@ Observation is dead-lettered alone instead of taking its bundle with it.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -91,7 +95,8 @@ class ObservationWriter:
     def __init__(self, client: FhirClient, merge: MergeFn, bundle_size: int = 50,
                  read_batch_size: Optional[int] = None, max_conflict_retries: int = 2,
                  bundle_type: str = "transaction",
-                 on_contention: Optional[Callable[[int], None]] = None):
+                 on_contention: Optional[Callable[[int], None]] = None,
+                 max_in_flight: int = 1):
         if bundle_type not in ("transaction", "batch"):
             raise ValueError("bundle_type must be transaction or batch")
         self.client = client
@@ -102,6 +107,11 @@ class ObservationWriter:
         self.bundle_type = bundle_type
         self.on_contention = on_contention
         self.contention = 0
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        #: bundles sent at once (threads); 1 = one after the other, no threads
+        self.max_in_flight = max_in_flight
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def write(self, items: Sequence[WriteItem]) -> List[WriteOutcome]:
         outcomes: Dict[int, WriteOutcome] = {}
@@ -114,10 +124,12 @@ class ObservationWriter:
         for round_no in range(self.max_conflict_retries + 1):
             if not pending:
                 break
-            plans = self._plan(pending, by_id, items, outcomes, refused)
-            conflicts = self._send(plans, by_id, outcomes)
+            sent = self._read_plan_send(pending, by_id, items, outcomes, refused)
+            conflicts: List[str] = []
+            for part, result in sent:
+                conflicts.extend(self._classify(part, result(), by_id, outcomes))
             again = set(conflicts)
-            refused = {p.rid: p for p in plans if p.rid in again}
+            refused = {p.rid: p for part, _ in sent for p in part if p.rid in again}
             pending = conflicts
         if pending:
             self._contended(len(pending))
@@ -186,35 +198,78 @@ class ObservationWriter:
             plans.append(_Plan(rid, its, resource, version, UPDATED if existing else CREATED))
         return plans
 
-    def _send(self, plans: List[_Plan], by_id, outcomes) -> List[str]:
+    def _read_plan_send(self, ids, by_id, items, outcomes, refused) -> list:
+        """Read ``ids`` in batches of ``read_batch_size``, merge, and send what changed in
+        bundles of ``bundle_size``; returns ``[(plans, result getter)]`` per bundle.
+
+        With ``max_in_flight`` > 1 the bundles go to worker threads as soon as they are
+        full, so the next batch of reads overlaps the transactions already sent (ids are
+        distinct, so those never touch what is being read)."""
+        sent: list = []
+        ready: List[_Plan] = []
+        batches = list(chunks(ids, self.read_batch_size))
+        for n, batch in enumerate(batches):
+            ready.extend(self._plan(batch, by_id, items, outcomes, refused))
+            last = n == len(batches) - 1
+            while len(ready) >= self.bundle_size or (last and ready):
+                part, ready = ready[:self.bundle_size], ready[self.bundle_size:]
+                sent.append((part, self._submit(self._send_part, part)))
+        return sent
+
+    def _classify(self, part: Sequence[_Plan], results: list, by_id, outcomes) -> List[str]:
+        """Record each plan's outcome from its entry result; returns the conflicting ids."""
         conflicts: List[str] = []
-        for part in chunks(plans, self.bundle_size):
-            entries = [put_entry(p.resource, p.version) for p in part]
-            try:
-                send = self.client.transaction if self.bundle_type == "transaction" else self.client.batch
-                results = send(entries) if len(part) > 1 else None
-            except FhirError as err:
-                if len(part) == 1:
-                    results = None
-                else:
-                    log.info("%s of %d entries failed (%s %s); writing entries one by one",
-                             self.bundle_type, len(part), err.status, type(err).__name__)
-                    results = None
-            if results is None:
-                results = [self._put_one(p) for p in part]
-            for p, r in zip(part, results):
-                if isinstance(r, EntryResult) and r.ok:
-                    self._done(p, by_id, outcomes, p.kind, r.resource)
-                elif (isinstance(r, FhirVersionConflict) or
-                      (isinstance(r, EntryResult) and r.status in (409, 412))):
-                    conflicts.append(p.rid)
-                else:
-                    err = r if isinstance(r, BaseException) else FhirError(
-                        f"write Observation answered {r.status}: {r.outcome_text}",
-                        status=r.status, outcome_text=r.outcome_text,
-                        retryable=r.status in (408, 429, 500, 502, 503, 504))
-                    self._fail(by_id[p.rid], p.items, outcomes, err, local=True)
+        for p, r in zip(part, results):
+            if isinstance(r, EntryResult) and r.ok:
+                self._done(p, by_id, outcomes, p.kind, r.resource)
+            elif (isinstance(r, FhirVersionConflict) or
+                  (isinstance(r, EntryResult) and r.status in (409, 412))):
+                conflicts.append(p.rid)
+            else:
+                err = r if isinstance(r, BaseException) else FhirError(
+                    f"write Observation answered {r.status}: {r.outcome_text}",
+                    status=r.status, outcome_text=r.outcome_text,
+                    retryable=r.status in (408, 429, 500, 502, 503, 504))
+                self._fail(by_id[p.rid], p.items, outcomes, err, local=True)
         return conflicts
+
+    def _send_part(self, part: Sequence[_Plan]) -> list:
+        """One bundle; an ``EntryResult`` or a ``FhirError`` per plan. May run in a worker
+        thread, so it touches nothing but the client."""
+        entries = [put_entry(p.resource, p.version) for p in part]
+        results = None
+        if len(part) > 1:
+            send = self.client.transaction if self.bundle_type == "transaction" else self.client.batch
+            try:
+                results = send(entries)
+            except FhirError as err:
+                log.info("%s of %d entries failed (%s %s); writing entries one by one",
+                         self.bundle_type, len(part), err.status, type(err).__name__)
+        if results is None:
+            results = [self._put_one(p) for p in part]
+        return results
+
+    def _submit(self, fn, arg) -> Callable[[], Any]:
+        """Run ``fn(arg)`` now (one in flight) or on a worker thread; returns a getter of
+        its result (which re-raises what ``fn`` raised).
+
+        Why threads: bundles are independent (distinct ids), and while the server works
+        on one, this process can read the next batch, merge, and encode or decode other
+        bundles; that time is spent waiting on sockets, so the GIL is not the limit.
+        The pool lives as long as the writer (``close``)."""
+        if self.max_in_flight <= 1:
+            result = fn(arg)
+            return lambda: result
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_in_flight, thread_name_prefix="fhir-write")
+        return self._pool.submit(fn, arg).result
+
+    def close(self) -> None:
+        """Stop the worker threads (if any were started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _put_one(self, p: _Plan):
         try:
@@ -262,7 +317,8 @@ if beam is not None:
 
         def __init__(self, client_factory: Callable[[], FhirClient], merge: MergeFn,
                      bundle_size: int = 50, max_conflict_retries: int = 2,
-                     bundle_type: str = "transaction", read_batch_size: Optional[int] = None):
+                     bundle_type: str = "transaction", read_batch_size: Optional[int] = None,
+                     max_in_flight: int = 2):
             self.client_factory = client_factory
             self.merge = merge
             self.bundle_size = bundle_size
@@ -274,6 +330,8 @@ if beam is not None:
             self.flush_size = max(bundle_size, self.read_batch_size)
             self.max_conflict_retries = max_conflict_retries
             self.bundle_type = bundle_type
+            #: transaction bundles in flight at once per DoFn instance (see ObservationWriter)
+            self.max_in_flight = max_in_flight
             self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
             self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
 
@@ -282,7 +340,7 @@ if beam is not None:
             self.writer = ObservationWriter(
                 self.client, self.merge, self.bundle_size, read_batch_size=self.read_batch_size,
                 max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
-                on_contention=self.contention.inc)
+                on_contention=self.contention.inc, max_in_flight=self.max_in_flight)
 
         def start_bundle(self):
             self.buffer: List[Tuple[WriteItem, Any, Any]] = []
@@ -303,6 +361,9 @@ if beam is not None:
                     yield WindowedValue(out, t, [w])
 
         def teardown(self):
+            writer = getattr(self, "writer", None)
+            if writer is not None:
+                writer.close()
             client = getattr(self, "client", None)
             if client is not None:
                 client.close()
