@@ -4,10 +4,12 @@ import threading
 
 import apache_beam as beam
 import pytest
+import requests
 from apache_beam.testing.util import assert_that, equal_to
 
 from fault_proxy import Fault
 from transforms.fhir.client import FhirClient
+from transforms.fhir.observation_cache import ObservationCache
 from transforms.fhir.retry import RetryPolicy
 from transforms.mapping.errors import NotSupportedException
 from transforms.write_fhir import (CREATED, FAILED, UNCHANGED, UPDATED, ObservationWriter,
@@ -130,6 +132,44 @@ def test_one_in_flight_sends_bundles_one_after_the_other(fhir_base_url, unique):
         w.write([WriteItem(obs(f"o-{unique}-{i}", ["1"])) for i in range(4)])
     assert w._pool is None  # no threads were started
     c.close()
+
+
+def test_cache_skips_the_read_for_an_observation_written_before(client, unique):
+    oid = f"k-{unique}"
+    w = ObservationWriter(client, union_merge, cache=ObservationCache())
+    assert [r.outcome for r in w.write([WriteItem(obs(oid, ["1"]))])] == [CREATED]
+    sent = client.requests_sent
+    assert [r.outcome for r in w.write([WriteItem(obs(oid, ["2"]))])] == [UPDATED]
+    assert client.requests_sent - sent == 1  # the PUT only: merged into the cached version
+    sent = client.requests_sent
+    assert [r.outcome for r in w.write([WriteItem(obs(oid, ["1", "2"]))])] == [UNCHANGED]
+    assert client.requests_sent == sent  # nothing read, nothing written
+    assert client.read("Observation", oid).resource["valueString"] == "1,2"
+
+
+def test_stale_cache_gets_412_then_rereads_and_keeps_the_other_writers_change(client, unique):
+    oid = f"k2-{unique}"
+    w = ObservationWriter(client, union_merge, cache=ObservationCache())
+    w.write([WriteItem(obs(oid, ["1"]))])
+    current = client.read("Observation", oid)
+    other = dict(current.resource, valueString="1,9")
+    other.pop("meta")
+    client.put(other, if_match=current.version_id)  # someone else, after our write
+    res = w.write([WriteItem(obs(oid, ["2"]))])
+    assert [r.outcome for r in res] == [UPDATED]
+    assert client.read("Observation", oid).resource["valueString"] == "1,2,9"
+    assert w.contention == 1
+    assert w.cache.get(oid)["valueString"] == "1,2,9"
+
+
+def test_deleted_since_cached_is_created_again(client, fhir_base_url, unique):
+    oid = f"k3-{unique}"
+    w = ObservationWriter(client, union_merge, cache=ObservationCache())
+    w.write([WriteItem(obs(oid, ["1"]))])
+    assert requests.delete(f"{fhir_base_url}/Observation/{oid}", timeout=10).ok
+    res = w.write([WriteItem(obs(oid, ["2"])), WriteItem(obs(f"k4-{unique}", ["3"]))])
+    assert [r.outcome for r in res] == [CREATED, CREATED]
+    assert client.read("Observation", oid).resource["valueString"] == "2"
 
 
 def test_failures_are_per_item(client, unique):

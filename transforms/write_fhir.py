@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from transforms.fhir.bundles import chunks, put_entry, read_many
 from transforms.fhir.client import EntryResult, FhirClient, FhirError, FhirVersionConflict
+from transforms.fhir.observation_cache import ObservationCache
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class ObservationWriter:
                  read_batch_size: Optional[int] = None, max_conflict_retries: int = 2,
                  bundle_type: str = "transaction",
                  on_contention: Optional[Callable[[int], None]] = None,
-                 max_in_flight: int = 1):
+                 max_in_flight: int = 1, cache: Optional[ObservationCache] = None):
         if bundle_type not in ("transaction", "batch"):
             raise ValueError("bundle_type must be transaction or batch")
         self.client = client
@@ -112,6 +113,8 @@ class ObservationWriter:
         #: bundles sent at once (threads); 1 = one after the other, no threads
         self.max_in_flight = max_in_flight
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        #: Observations read or written before, used instead of a read (see ObservationCache)
+        self.cache = cache
 
     def write(self, items: Sequence[WriteItem]) -> List[WriteOutcome]:
         outcomes: Dict[int, WriteOutcome] = {}
@@ -157,10 +160,25 @@ class ObservationWriter:
         count as contention (someone else changed the resource).
         """
         refused = refused or {}
-        try:
-            current = read_many(self.client, "Observation", ids, self.read_batch_size)
-        except FhirError as err:
-            current = {rid: err for rid in ids}
+        current, to_read = {}, list(ids)
+        if self.cache is not None:
+            to_read = []
+            for rid in ids:
+                cached = None if rid in refused else self.cache.get(rid)
+                if cached is None:
+                    to_read.append(rid)
+                else:
+                    current[rid] = cached
+        if to_read:
+            try:
+                read = read_many(self.client, "Observation", to_read, self.read_batch_size)
+            except FhirError as err:
+                read = {rid: err for rid in to_read}
+            current.update(read)
+            if self.cache is not None:
+                for rid, resource in read.items():
+                    if isinstance(resource, dict):
+                        self.cache.put(rid, resource)
         plans = []
         for rid in ids:
             its = [items[n] for n in by_id[rid]]
@@ -221,11 +239,19 @@ class ObservationWriter:
         conflicts: List[str] = []
         for p, r in zip(part, results):
             if isinstance(r, EntryResult) and r.ok:
-                self._done(p, by_id, outcomes, p.kind, r.resource)
-            elif (isinstance(r, FhirVersionConflict) or
-                  (isinstance(r, EntryResult) and r.status in (409, 412))):
+                stored = r.resource
+                if stored is None and r.version_id:  # the server answered without a body
+                    stored = dict(p.resource, meta={"versionId": r.version_id})
+                self._done(p, by_id, outcomes, p.kind, stored)
+            elif (isinstance(r, FhirVersionConflict) or _status(r) in (409, 412) or
+                  (p.version is not None and _status(r) in (404, 410))):
+                # stale (or, 404/410, deleted since it was read): re-read, merge again
                 conflicts.append(p.rid)
+                if self.cache is not None:
+                    self.cache.drop(p.rid)
             else:
+                if self.cache is not None:
+                    self.cache.drop(p.rid)
                 err = r if isinstance(r, BaseException) else FhirError(
                     f"write Observation answered {r.status}: {r.outcome_text}",
                     status=r.status, outcome_text=r.outcome_text,
@@ -279,6 +305,8 @@ class ObservationWriter:
             return err
 
     def _done(self, p: _Plan, by_id, outcomes, kind, resource):
+        if self.cache is not None:
+            self.cache.put(p.rid, resource)
         for n, it in zip(by_id[p.rid], p.items):
             outcomes[n] = WriteOutcome(it, kind, None, resource)
 
@@ -287,6 +315,10 @@ class ObservationWriter:
         for k, n in enumerate(indexes):
             it = items[k] if local else items[n]
             outcomes[n] = WriteOutcome(it, FAILED, err)
+
+
+def _status(result) -> Optional[int]:
+    return getattr(result, "status", None)
 
 
 def _without_meta(resource: dict) -> dict:
@@ -318,7 +350,8 @@ if beam is not None:
         def __init__(self, client_factory: Callable[[], FhirClient], merge: MergeFn,
                      bundle_size: int = 50, max_conflict_retries: int = 2,
                      bundle_type: str = "transaction", read_batch_size: Optional[int] = None,
-                     max_in_flight: int = 2):
+                     max_in_flight: int = 2, observation_cache_size: int = 5000,
+                     observation_cache_seconds: float = 3600.0):
             self.client_factory = client_factory
             self.merge = merge
             self.bundle_size = bundle_size
@@ -332,6 +365,9 @@ if beam is not None:
             self.bundle_type = bundle_type
             #: transaction bundles in flight at once per DoFn instance (see ObservationWriter)
             self.max_in_flight = max_in_flight
+            #: Observations kept per DoFn instance so updates skip the read (0 = none)
+            self.observation_cache_size = observation_cache_size
+            self.observation_cache_seconds = observation_cache_seconds
             self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
             self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
 
@@ -340,7 +376,9 @@ if beam is not None:
             self.writer = ObservationWriter(
                 self.client, self.merge, self.bundle_size, read_batch_size=self.read_batch_size,
                 max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
-                on_contention=self.contention.inc, max_in_flight=self.max_in_flight)
+                on_contention=self.contention.inc, max_in_flight=self.max_in_flight,
+                cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds)
+                if self.observation_cache_size else None)
 
         def start_bundle(self):
             self.buffer: List[Tuple[WriteItem, Any, Any]] = []
