@@ -17,6 +17,10 @@ Created vs updated is decided from what was read before writing, not from the st
 
 Bundles hold distinct Observations, so up to ``max_in_flight`` of them go out at once (worker
 threads; 1 = one after the other), and a batch of reads overlaps the bundles already sent.
+With an :class:`ObservationCache`, an Observation read or written before is merged into
+its cached version without a read (a stream's next pane); ``If-Match`` of that version
+keeps it safe, and a 412 re-reads. A versioned PUT answered 404/410 (deleted since) re-reads
+too, and the Observation is created again, as the reference does.
 
 Conflicts (409/412, including a whole transaction failing because one entry was stale)
 re-read and re-merge, at most ``max_conflict_retries`` more rounds (the reference: 2). A
