@@ -26,10 +26,12 @@ Last line: ``ratio=<ours/ceiling> obs_per_s=<ours> ceiling_obs_per_s=<ceiling>``
 """
 import argparse
 import concurrent.futures
+import functools
 import gc
 import json
 import time
 import uuid
+from typing import Optional
 
 import requests
 
@@ -40,7 +42,8 @@ from transforms.mapping.grouping import observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.timeutil import parse_datetime
-from transforms.write_fhir import CREATED, MappingMerge, ObservationWriter, WriteItem
+from transforms.fhir.observation_cache import ObservationCache
+from transforms.write_fhir import CREATED, UPDATED, MappingMerge, ObservationWriter, WriteItem
 
 MAPPING = json.dumps({"templateType": "CollectionFhir", "template": [
     {"templateType": "CodeValueFhir", "template": {
@@ -52,15 +55,16 @@ MAPPING = json.dumps({"templateType": "CollectionFhir", "template": [
                   "system": "http://unitsofmeasure.org", "code": "{steps}"}}}]})
 
 
-def build_items(n: int, prefix: str, devices: int):
-    """N WriteItems with distinct ids: reading i of device i % devices, one per second."""
+def build_items(n: int, prefix: str, devices: int, value_offset: int = 0):
+    """N WriteItems with distinct ids: reading i of device i % devices, ten seconds apart
+    (``value_offset`` changes the values, not the ids: a later pane of the same data)."""
     mapping = load_fhir_mapping(MAPPING).ensure_valid()
     template = mapping.template_for("steps")
     base = parse_datetime("2026-01-05T00:00:00Z")
     items = []
     for i in range(n):
         dev = f"{prefix}-dev-{i % devices:04d}"
-        m = Measurement("steps", base + i * 10_000_000, dev, (("steps", str(100 + i % 900)),))
+        m = Measurement("steps", base + i * 10_000_000, dev, (("steps", str(100 + i % 900 + value_offset)),))
         (group,) = observation_groups(template, [m])
         ids = ResolvedIds(f"{prefix}-pat-{i % devices:04d}", dev)
         items.append(WriteItem(build_observation(template, group, ids), template.type_name, group))
@@ -121,10 +125,12 @@ class TimedClient(FhirClient):
 
 
 def ours_run(base_url: str, mapping, items, bundle_size: int, flush: int, read_batch: int,
-             in_flight: int = 1):
+             in_flight: int = 1, cache: Optional[ObservationCache] = None,
+             expect: str = CREATED):
     client = TimedClient(base_url)
     writer = ObservationWriter(client, MappingMerge(mapping), bundle_size=bundle_size,
-                               read_batch_size=read_batch, max_in_flight=in_flight)
+                               read_batch_size=read_batch, max_in_flight=in_flight,
+                               cache=ObservationCache() if cache is None else cache)
     try:
         t0 = time.perf_counter()
         outcomes = []
@@ -134,9 +140,9 @@ def ours_run(base_url: str, mapping, items, bundle_size: int, flush: int, read_b
     finally:
         writer.close()
         client.close()
-    bad = [o for o in outcomes if o.outcome != CREATED]
+    bad = [o for o in outcomes if o.outcome != expect]
     if bad:
-        raise SystemExit(f"ours: {len(bad)} items not created, first: {bad[0].outcome} {bad[0].error}")
+        raise SystemExit(f"ours: {len(bad)} items not {expect}, first: {bad[0].outcome} {bad[0].error}")
     return elapsed, client.read_s, client.write_s, client.requests_sent
 
 
@@ -194,6 +200,20 @@ def main(argv=None):
             line.append(f"{side} {args.n / t:.0f}/s{detail}")
         gc.unfreeze()
         print(f"run {r + 1}: " + "; ".join(line))
+    # updates (a stream's next pane of the same Observations): the writer's cache of what it
+    # wrote stands in for the reads; without it (a fresh worker) every update reads first
+    prefix = f"u-{uuid.uuid4().hex[:8]}"
+    panes = [build_items(args.n, prefix, args.devices, offset) for offset in range(3)]
+    cache = ObservationCache(max_entries=args.n)
+    run = functools.partial(ours_run, base, bundle_size=args.bundle_size, flush=flush,
+                            read_batch=read_batch, in_flight=k)
+    run(panes[0][0], panes[0][1], cache=cache)
+    t_cached, reads_cached = run(panes[1][0], panes[1][1], cache=cache, expect=UPDATED)[:2]
+    t_read, reads = run(panes[2][0], panes[2][1], cache=ObservationCache(0), expect=UPDATED)[:2]
+    print(f"updates of {args.n} existing Observations: {args.n / t_cached:.0f}/s with the "
+          f"writer's cache (reads {reads_cached:.3f}s), {args.n / t_read:.0f}/s reading each "
+          f"first (reads {reads:.3f}s)")
+
     rate = {side: args.n / t for side, t in best.items()}
     print(f"best of {args.repeat}: n={args.n} bundle_size={args.bundle_size} "
           f"read_batch_size={read_batch} flush={flush} max_in_flight={k}")
