@@ -119,7 +119,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
             client_factory, MappingMerge(fhir_mapping),
             bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size,
-            max_in_flight=opts.max_in_flight)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
+            max_in_flight=opts.max_in_flight,
+            observation_cache_size=opts.observation_cache_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
         out["outcomes"] = written.outcomes
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
             window.GlobalWindows()))
@@ -168,11 +169,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InvalidMappings as e:
         print(str(e), file=sys.stderr)
         return 2
-    too_small = [flag for flag, value in (("--bundle-size", opts.bundle_size),
-                                          ("--read-batch-size", opts.read_batch_size),
-                                          ("--max-in-flight", opts.max_in_flight)) if value < 1]
+    too_small = [f"{flag} must be at least {least}"
+                 for flag, value, least in (("--bundle-size", opts.bundle_size, 1),
+                                            ("--read-batch-size", opts.read_batch_size, 1),
+                                            ("--max-in-flight", opts.max_in_flight, 1),
+                                            ("--observation-cache-size", opts.observation_cache_size, 0))
+                 if value < least]
     if too_small:
-        print("Must be at least 1: " + ", ".join(too_small), file=sys.stderr)
+        print("; ".join(too_small), file=sys.stderr)
         return 2
     if not opts.output and not opts.fhir_url:
         print("Give --output (Observation files) or --fhir-url (a FHIR server).", file=sys.stderr)

@@ -50,6 +50,9 @@ class IomtFhirOptions(PipelineOptions):
                        help="Observations read by id per batch request before merging")
         f.add_argument("--max_in_flight", "--max-in-flight", dest="max_in_flight", type=int, default=2,
                        help="transaction bundles each writer sends at once (1 = one after the other)")
+        f.add_argument("--observation_cache_size", "--observation-cache-size", dest="observation_cache_size",
+                       type=int, default=5000,
+                       help="Observations each writer remembers (1 h) so updates skip the read (0 = off)")
 
         o = parser.add_argument_group("outputs")
         o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")

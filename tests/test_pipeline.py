@@ -142,14 +142,15 @@ def test_options_parse_dash_and_underscore_forms():
 
 def test_writer_sizes_default_and_must_be_positive(tmp_path, capsys):
     o = PipelineOptions([]).view_as(IomtFhirOptions)
-    assert (o.bundle_size, o.read_batch_size, o.max_in_flight) == (50, 500, 2)
+    assert (o.bundle_size, o.read_batch_size, o.max_in_flight, o.observation_cache_size) == (50, 500, 2, 5000)
     d = write_inputs(tmp_path)
     rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
-                            "--max-in-flight=0", "--bundle-size=0"])
+                            "--max-in-flight=0", "--bundle-size=0", "--observation-cache-size=-1"])
     assert rc == 2
-    assert "Must be at least 1: --bundle-size, --max-in-flight" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == ("--bundle-size must be at least 1; --max-in-flight must be "
+                                               "at least 1; --observation-cache-size must be at least 0")
     assert not (d / "obs.jsonl").exists()
 
 
