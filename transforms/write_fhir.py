@@ -117,8 +117,9 @@ class ObservationWriter:
         #: bundles sent at once (threads); 1 = one after the other, no threads
         self.max_in_flight = max_in_flight
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        #: Observations read or written before, used instead of a read (see ObservationCache)
-        self.cache = cache
+        #: Observations read or written before, used instead of a read (see ObservationCache);
+        #: without one, a cache of size 0 (every lookup misses, nothing is kept)
+        self.cache = cache if cache is not None else ObservationCache(0)
 
     def write(self, items: Sequence[WriteItem]) -> List[WriteOutcome]:
         outcomes: Dict[int, WriteOutcome] = {}
@@ -164,25 +165,22 @@ class ObservationWriter:
         count as contention (someone else changed the resource).
         """
         refused = refused or {}
-        current, to_read = {}, list(ids)
-        if self.cache is not None:
-            to_read = []
-            for rid in ids:
-                cached = None if rid in refused else self.cache.get(rid)
-                if cached is None:
-                    to_read.append(rid)
-                else:
-                    current[rid] = cached
+        current, to_read = {}, []
+        for rid in ids:
+            cached = None if rid in refused else self.cache.get(rid)
+            if cached is None:
+                to_read.append(rid)
+            else:
+                current[rid] = cached
         if to_read:
             try:
                 read = read_many(self.client, "Observation", to_read, self.read_batch_size)
             except FhirError as err:
                 read = {rid: err for rid in to_read}
             current.update(read)
-            if self.cache is not None:
-                for rid, resource in read.items():
-                    if isinstance(resource, dict):
-                        self.cache.put(rid, resource)
+            for rid, resource in read.items():
+                if isinstance(resource, dict):
+                    self.cache.put(rid, resource)
         plans = []
         for rid in ids:
             its = [items[n] for n in by_id[rid]]
@@ -247,15 +245,13 @@ class ObservationWriter:
                 if stored is None and r.version_id:  # the server answered without a body
                     stored = dict(p.resource, meta={"versionId": r.version_id})
                 self._done(p, by_id, outcomes, p.kind, stored)
-            elif (isinstance(r, FhirVersionConflict) or _status(r) in (409, 412) or
-                  (p.version is not None and _status(r) in (404, 410))):
+                continue
+            self.cache.drop(p.rid)
+            if (isinstance(r, FhirVersionConflict) or _status(r) in (409, 412) or
+                    (p.version is not None and _status(r) in (404, 410))):
                 # stale (or, 404/410, deleted since it was read): re-read, merge again
                 conflicts.append(p.rid)
-                if self.cache is not None:
-                    self.cache.drop(p.rid)
             else:
-                if self.cache is not None:
-                    self.cache.drop(p.rid)
                 err = r if isinstance(r, BaseException) else FhirError(
                     f"write Observation answered {r.status}: {r.outcome_text}",
                     status=r.status, outcome_text=r.outcome_text,
@@ -309,8 +305,7 @@ class ObservationWriter:
             return err
 
     def _done(self, p: _Plan, by_id, outcomes, kind, resource):
-        if self.cache is not None:
-            self.cache.put(p.rid, resource)
+        self.cache.put(p.rid, resource)
         for n, it in zip(by_id[p.rid], p.items):
             outcomes[n] = WriteOutcome(it, kind, None, resource)
 
@@ -381,8 +376,7 @@ if beam is not None:
                 self.client, self.merge, self.bundle_size, read_batch_size=self.read_batch_size,
                 max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
                 on_contention=self.contention.inc, max_in_flight=self.max_in_flight,
-                cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds)
-                if self.observation_cache_size else None)
+                cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds))
 
         def start_bundle(self):
             self.buffer: List[Tuple[WriteItem, Any, Any]] = []
