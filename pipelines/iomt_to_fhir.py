@@ -25,7 +25,8 @@ from transforms.mapping.device_templates import load_device_mapping
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping import validation
 from transforms.normalize import Normalize
-from transforms.sources import ReadDeviceEvents
+from transforms.kafka_source import KafkaSourceError
+from transforms.sources import ReadDeviceEvents, SourceError, kafka_source_from_options
 from transforms.to_observations import FoldObservationsById, ServerIdentity, ToObservations
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,8 @@ class ServerIdentityFactory:
 def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: str,
           streaming: bool = False) -> Dict[str, beam.PCollection]:
     """Wire the pipeline onto ``p``; returns its main PCollections (for tests and sinks)."""
-    events = p | "Read" >> ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription)
+    events = p | "Read" >> ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription,
+                                            kafka_source_from_options(opts))
     normalized = events | "Normalize" >> Normalize(device_text)
     fhir_mapping = load_fhir_mapping(fhir_text).ensure_valid()
     window_seconds = opts.window_seconds or window_for_mapping(fhir_mapping)
@@ -153,7 +155,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(argv)
     opts = options.view_as(IomtFhirOptions)
-    streaming = options.view_as(StandardOptions).streaming or bool(opts.pubsub_subscription)
+    # Pub/Sub and Event Hubs / Kafka are unbounded: always a streaming job.
+    streaming = (options.view_as(StandardOptions).streaming or bool(opts.pubsub_subscription)
+                 or bool(opts.kafka_topic))
     if streaming:
         options.view_as(StandardOptions).streaming = True
     missing = [flag for flag, value in (("--device-mapping", opts.device_mapping),
@@ -182,7 +186,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("Give --output (Observation files) or --fhir-url (a FHIR server).", file=sys.stderr)
         return 2
     p = beam.Pipeline(options=options)
-    out = build(p, opts, device_text, fhir_text, streaming)
+    try:
+        out = build(p, opts, device_text, fhir_text, streaming)
+    except (SourceError, KafkaSourceError) as e:  # messages hold flags and env var names, no secrets
+        print(str(e), file=sys.stderr)
+        return 2
     if opts.output:
         items = out["write_items"]
         if not streaming:

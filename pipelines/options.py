@@ -18,13 +18,30 @@ class IomtFhirOptions(PipelineOptions):
         g.add_argument("--fhir_mapping", "--fhir-mapping", dest="fhir_mapping",
                        help="fhirmapping.json")
 
-        s = parser.add_argument_group("source (exactly one of --input, --pubsub_subscription)")
+        s = parser.add_argument_group(
+            "source (exactly one of --input, --pubsub_subscription, --kafka_topic / --eventhub_name)")
         s.add_argument("--input", help="file pattern of JSON-lines device messages (historical backfill)")
         s.add_argument("--input_format", "--input-format", dest="input_format",
                        choices=("body", "envelope"), default="body",
                        help="body: each line is a message body; envelope: {Body, Properties, SystemProperties}")
         s.add_argument("--pubsub_subscription", "--pubsub-subscription", dest="pubsub_subscription",
                        help="projects/P/subscriptions/S (streaming)")
+        s.add_argument("--kafka_topic", "--kafka-topic", "--eventhub_name", "--eventhub-name",
+                       dest="kafka_topic",
+                       help="Event Hub (Kafka topic) to read, streaming; the connection string comes from "
+                            "EVENTHUB_CONNECTION_STRING (never an option). With --kafka-bootstrap-servers: "
+                            "a topic of a plain Kafka cluster")
+        s.add_argument("--kafka_bootstrap_servers", "--kafka-bootstrap-servers", dest="kafka_bootstrap_servers",
+                       help="HOST:PORT[,...] of a plain (unauthenticated) Kafka cluster instead of Event Hubs")
+        s.add_argument("--eventhub_consumer_group", "--eventhub-consumer-group", "--kafka-consumer-group",
+                       dest="eventhub_consumer_group", default="$Default",
+                       help="Kafka group.id (Event Hubs consumer group)")
+        s.add_argument("--kafka_offset_reset", "--kafka-offset-reset", dest="kafka_offset_reset",
+                       choices=("earliest", "latest"), default="earliest",
+                       help="where a consumer group without committed offsets starts (the reference: earliest)")
+        s.add_argument("--kafka_expansion_service", "--kafka-expansion-service", dest="kafka_expansion_service",
+                       help="HOST:PORT of a running Java expansion service; default: Beam downloads and starts "
+                            "its IO expansion-service jar (needs Java)")
 
         w = parser.add_argument_group("grouping")
         w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=0,

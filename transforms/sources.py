@@ -1,15 +1,17 @@
-"""``ReadDeviceEvents``: files or Pub/Sub -> ``DeviceEvent``.
+"""``ReadDeviceEvents``: files, Pub/Sub or Event Hubs / Kafka -> ``DeviceEvent``.
 
 Each source maps its metadata onto the reference's envelope so templates written
 for Event Hubs keep working: application properties / attributes -> ``Properties``,
 broker metadata -> ``SystemProperties``, enqueue / publish time -> ``IngestionTimeUtc``.
 Files are the historical backfill path (JSON lines, any Beam filesystem incl. gs://).
+Event Hubs / Kafka lives in ``transforms.kafka_source`` (it has its own secret handling).
 """
 import datetime as _dt
 
 import apache_beam as beam
 
 from transforms.device_event import DeviceEvent
+from transforms.kafka_source import KafkaSource, ReadKafkaDeviceEvents
 from transforms.mapping import timeutil
 
 
@@ -31,16 +33,29 @@ def _pubsub_event(msg) -> DeviceEvent:
                        system_properties=system, ingestion_time=ticks)
 
 
+class SourceError(ValueError):
+    """Not exactly one source named; the message lists the choices and what was given."""
+
+
+_SOURCE_FLAGS = ("--input", "--pubsub-subscription", "--kafka-topic / --eventhub-name")
+
+
 class ReadDeviceEvents(beam.PTransform):
     """Reads the one source the options name."""
 
-    def __init__(self, input_pattern=None, input_format="body", pubsub_subscription=None):
+    def __init__(self, input_pattern=None, input_format="body", pubsub_subscription=None,
+                 kafka: KafkaSource = None):
         super().__init__()
-        if bool(input_pattern) == bool(pubsub_subscription):
-            raise ValueError("Choose exactly one source: --input or --pubsub_subscription.")
+        given = [flag for flag, value in zip(_SOURCE_FLAGS, (input_pattern, pubsub_subscription, kafka))
+                 if value]
+        if len(given) != 1:
+            raise SourceError("Choose exactly one source: " + ", ".join(_SOURCE_FLAGS) + " (given: "
+                              + (", ".join(given) or "none") + ").")
         self._input = input_pattern
         self._envelope = input_format == "envelope"
         self._subscription = pubsub_subscription
+        # Built now so a misconfigured Kafka source stops the launch before anything runs.
+        self._kafka = ReadKafkaDeviceEvents(kafka) if kafka else None
 
     def expand(self, pbegin):
         if self._input:
@@ -49,7 +64,24 @@ class ReadDeviceEvents(beam.PTransform):
                     | "ReadFiles" >> beam.io.ReadFromText(self._input)
                     | "SkipBlank" >> beam.Filter(lambda line: line.strip() != "")
                     | "ToEvent" >> beam.Map(_file_event, envelope))
+        if self._kafka:
+            return pbegin | "ReadKafka" >> self._kafka
         return (pbegin
                 | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=self._subscription,
                                                          with_attributes=True)
                 | "ToEvent" >> beam.Map(_pubsub_event))
+
+
+def kafka_source_from_options(opts):
+    """The ``KafkaSource`` the options describe, or ``None`` when they name no Kafka topic.
+
+    ``--kafka-bootstrap-servers`` alone is an error (else it would be silently ignored)."""
+    topic = getattr(opts, "kafka_topic", None)
+    bootstrap = getattr(opts, "kafka_bootstrap_servers", None)
+    if not topic and not bootstrap:
+        return None
+    if bootstrap and not topic:
+        raise SourceError("--kafka-bootstrap-servers needs --kafka-topic.")
+    return KafkaSource(topic=topic, bootstrap_servers=bootstrap or None,
+                       consumer_group=opts.eventhub_consumer_group, offset_reset=opts.kafka_offset_reset,
+                       expansion_service=opts.kafka_expansion_service or None)
