@@ -221,12 +221,16 @@ class ReadKafkaDeviceEvents(beam.PTransform):
     a missing or malformed connection string stops the launch with a clear message."""
 
     def __init__(self, source: KafkaSource, environ: Optional[Mapping[str, str]] = None,
-                 max_num_records: Optional[int] = None, max_read_time: Optional[int] = None):
+                 max_num_records: Optional[int] = None, max_read_time: Optional[int] = None,
+                 start_read_time: Optional[int] = None):
+        """``max_*`` bound the read and ``start_read_time`` (ms since the epoch) starts it at a
+        time: for tests and one-off replays; the pipeline itself reads without bounds."""
         super().__init__()
         self._topic, self._config = source.resolve(environ)
         self._expansion_service = source.expansion_service
         self._max_num_records = max_num_records
         self._max_read_time = max_read_time
+        self._start_read_time = start_read_time
 
     def expand(self, pbegin):
         from apache_beam.io.kafka import ReadFromKafka
@@ -237,6 +241,7 @@ class ReadKafkaDeviceEvents(beam.PTransform):
                     # reference resumes from its checkpoints.
                     commit_offset_in_finalize=True,
                     max_num_records=self._max_num_records, max_read_time=self._max_read_time,
+                    start_read_time=self._start_read_time,
                     # None: Beam's default expansion service (downloads its jar on first use).
                     expansion_service=self._expansion_service or None)
                 | "ToEvent" >> beam.Map(record_to_event))
