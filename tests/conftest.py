@@ -34,5 +34,6 @@ def load_json(path) -> object:
 def vectors():
     return vector_dir
 
-# FHIR server / fault proxy fixtures (tests/fhir_fixtures.py); tests/ is on sys.path (no __init__.py).
-pytest_plugins = ["fhir_fixtures"]
+# FHIR server / fault proxy fixtures (tests/fhir_fixtures.py) and the Pub/Sub emulator
+# (tests/pubsub_fixtures.py); tests/ is on sys.path (no __init__.py).
+pytest_plugins = ["fhir_fixtures", "pubsub_fixtures"]

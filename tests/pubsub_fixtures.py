@@ -1,0 +1,103 @@
+"""Pytest fixture for Pub/Sub tests on Google's real emulator (registered from conftest.py).
+
+``pubsub_emulator`` (session): the Cloud SDK's Pub/Sub emulator (Java) started on a free
+loopback port, stopped at the end of the session (its whole process group: the launcher
+script starts a java child). Tests skip when the launcher is not installed (override its
+path with ``PUBSUB_EMULATOR_LAUNCHER``). The emulator keeps everything in memory and is
+shared by the session, so tests create their own uniquely named topics and subscriptions.
+
+Client libraries reach it through ``PUBSUB_EMULATOR_HOST`` (``emulator.host``); tests set
+that variable themselves (``monkeypatch.setenv``) so it never leaks into other tests.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+from typing import NamedTuple
+
+import pytest
+import requests
+
+LAUNCHER = pathlib.Path(os.environ.get(
+    "PUBSUB_EMULATOR_LAUNCHER",
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"))
+# Beam's ReadFromPubSub checks project names like real ones (6-30 chars, lowercase, ...).
+PROJECT = "iomt-emulator-test"
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+class PubSubEmulator(NamedTuple):
+    host: str  # "127.0.0.1:PORT", the value for PUBSUB_EMULATOR_HOST
+    project: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: pathlib.Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(host: str, proc: subprocess.Popen, log_path: pathlib.Path, timeout: float) -> None:
+    """The emulator answers plain HTTP GET / with 200 "Ok" once its server is listening."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Pub/Sub emulator exited with code {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            r = requests.get(f"http://{host}/", timeout=2)
+            if r.status_code == 200:
+                return
+            last = f"status {r.status_code}"
+        except requests.RequestException as err:
+            last = type(err).__name__
+        time.sleep(0.1)
+    raise RuntimeError(f"Pub/Sub emulator not ready after {timeout}s ({last}):\n{_tail(log_path)}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the emulator's own process group (launcher and java), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise RuntimeError(f"Pub/Sub emulator (pid {proc.pid}) did not stop")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory):
+    if not LAUNCHER.is_file() or not os.access(LAUNCHER, os.X_OK):
+        pytest.skip(f"Pub/Sub emulator not installed at {LAUNCHER} "
+                    "(gcloud component pubsub-emulator; or set PUBSUB_EMULATOR_LAUNCHER)")
+    workdir = tmp_path_factory.mktemp("pubsub-emulator")
+    log_path = workdir / "emulator.log"
+    port = _free_port()
+    host = f"127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(LAUNCHER), "--host=127.0.0.1", f"--port={port}", f"--data-dir={workdir / 'data'}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+            start_new_session=True)  # own process group: killpg reaches the java child too
+    try:
+        _wait_ready(host, proc, log_path, READY_TIMEOUT)
+        yield PubSubEmulator(host=host, project=PROJECT)
+    finally:
+        _stop(proc)
