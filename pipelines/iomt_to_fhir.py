@@ -107,7 +107,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     fhir_mapping = load_fhir_mapping(fhir_text).ensure_valid()
     window_seconds = opts.window_seconds or window_for_mapping(fhir_mapping)
     groups = normalized.measurements | "Group" >> GroupMeasurements(
-        window_seconds, opts.allowed_lateness_seconds, opts.early_firing_seconds if streaming else 0)
+        window_seconds, opts.allowed_lateness_seconds, opts.early_firing_seconds if streaming else 0,
+        regroup_late=streaming)
     identity = None
     if opts.fhir_url:
         client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth)
@@ -130,7 +131,7 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     return out
 
 
-SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "MeasurementGroup",
+SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "LateMeasurementRegrouped", "MeasurementGroup",
                     "ObservationCreated", "ObservationUpdated", "ObservationNoOperation",
                     "FHIRResourceContention")
 

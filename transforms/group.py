@@ -10,16 +10,29 @@ late element within ``allowed_lateness`` (default one day); each late pane merge
 into the Observation already written. On a stream, ``early_firing_seconds`` also
 emits what has arrived so far, so day-long windows do not hold readings back.
 
+Later still (a device that uploads a week of buffered readings), the group-by would drop
+a reading without a trace. On a stream (``regroup_late``) a measurement that arrived (its
+source's ingestion time) when less than half the allowed lateness was left after its
+window closed is re-timestamped to its arrival (or now, if later) instead, counted as
+``LateMeasurementRegrouped``, and grouped with what arrives with it. Its Observation is
+still the one of its own period: Observations are built from the measurements' own times,
+and the writer merges it into what the server holds. The half is headroom for a watermark
+that runs ahead of a backlog's ingestion times.
+
 Why the default window follows the FHIR mapping (``window_for_mapping``): with windows
 as long as the longest Observation period, one key's data for one Observation is in
 one window, so two workers never create the same new Observation at the same time
 (a PUT that creates carries no version to conflict on; the second would overwrite
 the first). Panes of one key and window are processed one after another.
 """
-from typing import Tuple
+import time
+from typing import Callable, Tuple
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
+
+from transforms.mapping import timeutil
 
 GroupKey = Tuple[str, str, str, str, str]
 
@@ -38,17 +51,42 @@ def group_key(m) -> GroupKey:
     return (m.device_id, m.type, m.patient_id or "", m.encounter_id or "", m.correlation_id or "")
 
 
+class RegroupLate(beam.DoFn):
+    """Re-timestamps measurements that arrived too late for their own window (see above)."""
+
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int,
+                 clock: Callable[[], float] = time.time):
+        self._window = window_seconds
+        self._lateness = allowed_lateness_seconds
+        self._clock = clock
+        self._regrouped = Metrics.counter("iomt_fhir", "LateMeasurementRegrouped")
+
+    def process(self, m, timestamp=beam.DoFn.TimestampParam):
+        if m.ingestion_time is not None:
+            start = float(timestamp) // self._window * self._window
+            arrived = timeutil.to_unix_seconds(m.ingestion_time)
+            if start + self._window + self._lateness / 2 < arrived:
+                self._regrouped.inc()
+                yield window.TimestampedValue(m, max(arrived, self._clock()))
+                return
+        yield m
+
+
 class GroupMeasurements(beam.PTransform):
     """PCollection[Measurement] (timestamped) -> PCollection[(GroupKey, list[Measurement])]."""
 
     def __init__(self, window_seconds: int = DEFAULT_WINDOW_SECONDS, allowed_lateness_seconds: int = 86400,
-                 early_firing_seconds: int = 0):
+                 early_firing_seconds: int = 0, regroup_late: bool = False):
         super().__init__()
         self._window = window_seconds
         self._lateness = allowed_lateness_seconds
         self._early = early_firing_seconds
+        self._regroup_late = regroup_late
 
     def expand(self, measurements):
+        if self._regroup_late:
+            measurements = measurements | "RegroupLate" >> beam.ParDo(
+                RegroupLate(self._window, self._lateness))
         return (
             measurements
             | "Window" >> beam.WindowInto(
