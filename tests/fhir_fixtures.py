@@ -13,58 +13,34 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 
 import pytest
-import requests
+
+from local_processes import free_port, wait_http_ready
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(base_url: str, proc: subprocess.Popen | None, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"FHIR server exited with code {proc.returncode}")
-        try:
-            r = requests.get(base_url + "/metadata", timeout=2)
-            if r.status_code == 200:
-                return
-            last = f"status {r.status_code}"
-        except requests.RequestException as err:
-            last = type(err).__name__
-        time.sleep(0.1)
-    raise RuntimeError(f"FHIR server not ready after {timeout}s ({last})")
 
 
 @pytest.fixture(scope="session")
 def fhir_base_url():
     external = os.environ.get("IOMT_FHIR_URL")
     if external:
-        _wait_ready(external.rstrip("/"), None, 30)
+        wait_http_ready(external.rstrip("/") + "/metadata", None, "FHIR server", 30)
         yield external.rstrip("/")
         return
     if shutil.which("npm") is None and not (REPO / "scripts/fhir-server-js/node_modules/.bin/node").exists():
         pytest.skip("Node.js/npm not installed: cannot run the local FHIR server")
     subprocess.run([str(REPO / "scripts/setup-fhir-server")], check=True)
-    port = _free_port()
+    port = free_port()
     log = open(os.devnull, "wb")
     proc = subprocess.Popen([str(REPO / "scripts/fhir-server"), "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        _wait_ready(base, proc, READY_TIMEOUT)
+        wait_http_ready(base + "/metadata", proc, "FHIR server", READY_TIMEOUT)
         yield base
     finally:
         proc.terminate()

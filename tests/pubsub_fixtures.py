@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import socket
 import subprocess
-import time
 from typing import NamedTuple
 
 import pytest
-import requests
+
+from local_processes import free_port, wait_http_ready
 
 LAUNCHER = pathlib.Path(os.environ.get(
     "PUBSUB_EMULATOR_LAUNCHER",
@@ -36,35 +35,11 @@ class PubSubEmulator(NamedTuple):
     project: str
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path: pathlib.Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def _wait_ready(host: str, proc: subprocess.Popen, log_path: pathlib.Path, timeout: float) -> None:
-    """The emulator answers plain HTTP GET / with 200 "Ok" once its server is listening."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Pub/Sub emulator exited with code {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            r = requests.get(f"http://{host}/", timeout=2)
-            if r.status_code == 200:
-                return
-            last = f"status {r.status_code}"
-        except requests.RequestException as err:
-            last = type(err).__name__
-        time.sleep(0.1)
-    raise RuntimeError(f"Pub/Sub emulator not ready after {timeout}s ({last}):\n{_tail(log_path)}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -89,7 +64,7 @@ def pubsub_emulator(tmp_path_factory):
                     "(gcloud component pubsub-emulator; or set PUBSUB_EMULATOR_LAUNCHER)")
     workdir = tmp_path_factory.mktemp("pubsub-emulator")
     log_path = workdir / "emulator.log"
-    port = _free_port()
+    port = free_port()
     host = f"127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -97,7 +72,8 @@ def pubsub_emulator(tmp_path_factory):
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
             start_new_session=True)  # own process group: killpg reaches the java child too
     try:
-        _wait_ready(host, proc, log_path, READY_TIMEOUT)
+        wait_http_ready(f"http://{host}/", proc, "Pub/Sub emulator", READY_TIMEOUT,
+                        lambda: _tail(log_path))  # GET / answers 200 "Ok" once listening
         yield PubSubEmulator(host=host, project=PROJECT)
     finally:
         _stop(proc)

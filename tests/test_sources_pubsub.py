@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
+from test_pipeline import FHIR  # the same heart-rate SampledData mapping
 from transforms.dead_letter import STAGE_NORMALIZATION
 from transforms.device_event import DeviceEvent
 from transforms.mapping import timeutil
@@ -51,12 +52,6 @@ DEVICE_E2E = json.dumps({"templateType": "CollectionContent", "template": [{
         "deviceIdExpression": "$.matchedToken.dev", "patientIdExpression": "$.Properties.patient",
         "timestampExpression": "$.matchedToken.at",
         "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
-FHIR = json.dumps({"templateType": "CollectionFhir", "template": [{
-    "templateType": "CodeValueFhir", "template": {
-        "typeName": "heartrate", "periodInterval": 60,
-        "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
-        "value": {"valueType": "SampledData", "valueName": "hr", "defaultPeriod": 600000, "unit": "bpm"}}}]})
-
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
