@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
     install_requires=[
-        "apache-beam[gcp]>=2.60",
+        "apache-beam[gcp]==2.62.0",
         # On the design card. Runtime JSONPath is our Newtonsoft port (the reference's
         # semantics differ from jsonpath-ng's); jsonpath-ng is the oracle in the tests.
         "jsonpath-ng>=1.6",

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import window
 
 from pipelines.options import IomtFhirOptions
+from pipelines.runners import resolve_runner_aliases
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.group import GroupMeasurements, window_for_mapping
 from transforms.mapping.device_templates import load_device_mapping
@@ -153,7 +154,7 @@ def print_summary(result) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_runner_aliases(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(argv)
     opts = options.view_as(IomtFhirOptions)
     # Pub/Sub and Event Hubs / Kafka are unbounded: always a streaming job.

@@ -2,6 +2,7 @@
 import json
 
 import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
@@ -90,7 +91,7 @@ def test_regrouped_timestamp_is_never_before_now():
 def test_regrouped_measurements_are_counted():
     """(Counted on FnApiRunner: the streaming direct runner reports partial counters.)"""
     ms = [measurement(T0 + 60, T0 + 60), measurement(T0 + 60, T0 + 3 * DAY)]
-    p = beam.Pipeline(runner="FnApiRunner")
+    p = beam.Pipeline(runner=FnApiRunner())
     _ = (p | beam.Create(ms) | beam.Map(lambda m: TimestampedValue(m, T0 + 60))
          | beam.ParDo(RegroupLate(300, DAY)))
     result = p.run()

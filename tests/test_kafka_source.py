@@ -19,13 +19,16 @@ from concurrent import futures
 from unittest import mock
 
 import apache_beam as beam
+from pipelines.runners import FN_API_RUNNER
 import grpc
 import numpy as np
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import python_urns
-from apache_beam.portability.api import beam_expansion_api_pb2_grpc, beam_runner_api_pb2
+from apache_beam.portability.api import (beam_artifact_api_pb2_grpc, beam_expansion_api_pb2_grpc,
+                                         beam_runner_api_pb2)
+from apache_beam.runners.portability import artifact_service
 from apache_beam.runners.portability.expansion_service import ExpansionServiceServicer
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -334,6 +337,11 @@ def stub_kafka():
         stub = StubKafkaExpansion(rows)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         beam_expansion_api_pb2_grpc.add_ExpansionServiceServicer_to_server(stub, server)
+        # The expanded (Python) environment's dependencies are resolved through the expansion
+        # service's artifact service, as Beam's own expansion_service_main serves it.
+        beam_artifact_api_pb2_grpc.add_ArtifactRetrievalServiceServicer_to_server(
+            artifact_service.ArtifactRetrievalService(artifact_service.BeamFilesystemHandler(None).file_reader),
+            server)
         port = server.add_insecure_port("localhost:0")
         server.start()
         servers.append(server)
@@ -357,7 +365,7 @@ def test_kafka_read_feeds_normalize_on_fnapirunner(stub_kafka):
             kafka_row(3, '{"hr": 62, "dev": "d2", "at": "2026-03-01T10:05:00Z"}')]
     stub, address = stub_kafka(rows)
     source = KafkaSource(topic="devices", bootstrap_servers="k:9092", expansion_service=address)
-    with beam.Pipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
+    with beam.Pipeline(options=PipelineOptions(runner=FN_API_RUNNER)) as p:
         normalized = p | ReadKafkaDeviceEvents(source) | Normalize(HR_DEVICE)
         assert_that(normalized.measurements | beam.Map(lambda m: (m.device_id, m.patient_id, m.ingestion_time)),
                     equal_to([("d1", None, 1767225600000 * 10_000), ("d2", None, 1767225600000 * 10_000)]),

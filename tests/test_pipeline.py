@@ -4,6 +4,7 @@ server. Data is written here; runners are always named explicitly."""
 import json
 
 import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 import requests
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -81,7 +82,7 @@ def test_invalid_mapping_stops_the_launch_with_every_problem(tmp_path, capsys):
 
 def test_unknown_type_goes_to_dead_letter_with_its_measurements():
     fhir_other = FHIR.replace('"typeName": "heartrate"', '"typeName": "spo2"')
-    with beam.Pipeline(runner="FnApiRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         events = p | beam.Create([DeviceEvent(msg(0, 60))])
         m = events | Normalize(DEVICE)
         out = m.measurements | GroupMeasurements(300) | ToObservations(fhir_other)

@@ -3,6 +3,7 @@ import functools
 import threading
 
 import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 import requests
 from apache_beam.testing.util import assert_that, equal_to
@@ -206,7 +207,7 @@ def test_beam_dofn_outputs_and_dead_letters(fhir_base_url, client, unique):
     items = [WriteItem(obs(f"n-{unique}-{i}", ["1"])) for i in range(3)]
     items.append(WriteItem(obs(f"bb-{unique}", ["bad"])))
     factory = functools.partial(FhirClient, fhir_base_url, retry_policy=FAST)
-    with beam.Pipeline(runner="FnApiRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         out = (p | beam.Create(items)
                | beam.ParDo(WriteObservationsFn(factory, union_merge, bundle_size=2))
                .with_outputs("dead_letter", main="written"))
