@@ -117,6 +117,10 @@ def parse_message(line: str, input_format: str):
         value = json.loads(line)
     except ValueError:
         raise InvalidDataFormatException("The message is not valid JSON.") from None
+    except RecursionError:
+        from transforms.mapping.device_templates import TOO_DEEP
+
+        raise InvalidDataFormatException(TOO_DEEP) from None
     if input_format == "body":
         return envelope(value)
     if not isinstance(value, dict):

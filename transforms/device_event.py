@@ -8,7 +8,7 @@ maps onto the reference's envelope: ``Body`` (parsed ``body``), ``Properties``
 import json
 from typing import Any, Dict, NamedTuple, Optional, Union
 
-from transforms.mapping.device_templates import envelope
+from transforms.mapping.device_templates import TOO_DEEP, envelope
 from transforms.mapping.errors import InvalidDataFormatException
 
 
@@ -28,6 +28,8 @@ class DeviceEvent(NamedTuple):
             value = json.loads(raw) if raw.strip() else None
         except (UnicodeDecodeError, ValueError):
             raise InvalidDataFormatException("The message body is not valid UTF-8 JSON.") from None
+        except RecursionError:
+            raise InvalidDataFormatException(TOO_DEEP) from None
         if not self.is_envelope:
             return envelope(value, self.properties, self.system_properties)
         if not isinstance(value, dict):

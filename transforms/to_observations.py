@@ -18,6 +18,7 @@ from apache_beam.metrics import Metrics
 from transforms.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
                                     dead_letter, error_type_of)
 from transforms.mapping.fhir_templates import build_observation, load_fhir_mapping
+from transforms.mapping.fhir_values import screen_values
 from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.offline import offline_ids
@@ -71,9 +72,14 @@ class ToObservationsDoFn(beam.DoFn):
             self._groups.inc()
             try:
                 template = self._mapping.template_for(group.measure_type)
+                group, rejected = screen_values(template, group)
+                for m, e in rejected:  # a bad reading costs only itself
+                    yield self._fail(STAGE_FHIR_CONVERSION, e, group._replace(measurements=(m,)))
                 obs_groups = observation_groups(template, group)
             except Exception as e:  # data problems and bugs alike: dead letter, never a stall
                 yield self._fail(STAGE_FHIR_CONVERSION, e, group)
+                continue
+            if not obs_groups:  # every reading was dead-lettered by screen_values
                 continue
             try:
                 ids = self._identity.resolve(group)

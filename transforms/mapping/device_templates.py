@@ -20,13 +20,28 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from transforms.mapping import template_json as tj
 from transforms.mapping.dotnet_values import to_dotnet_string, to_ticks
-from transforms.mapping.errors import (IncompatibleDataException, InvalidTemplateException,
+from transforms.mapping.errors import (IncompatibleDataException, InvalidDataFormatException,
+                                       InvalidTemplateException,
                                        TemplateExpressionException)
 from transforms.mapping.expressions import NOT_FOUND, Expression, compile_expression
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.template_json import TemplateError
 
 _new_measurement = tuple.__new__
+
+# Longest device, patient, encounter or correlation id a message may carry. Ids end up in
+# FHIR searches (Lookup: Device?identifier=...), references and Observation identifiers;
+# servers cap them (FHIR logical ids: 64 characters; Azure's token index: 256; IoT Hub
+# device ids: 128), and a megabyte id only fails later, as a reset connection. 256 leaves
+# room for every real id scheme while refusing the absurd at normalization.
+MAX_ID_LENGTH = 256
+_ID_FIELDS = ("device id", "timestamp", "correlation id", "patient id", "encounter id")
+TOO_DEEP = "The message is nested too deeply to be read."
+
+
+def _too_long(field: int) -> str:
+    return (f"The {_ID_FIELDS[field]} is longer than {MAX_ID_LENGTH} characters, the longest id "
+            "accepted (FHIR servers cap identifier length).")
 
 JSONPATH = "JsonPath"
 JMESPATH = "JmesPath"
@@ -185,6 +200,9 @@ class ContentTemplate:
                 elif value is not None:
                     props.append((spec.name, value))
             i += 1
+        for value in got:
+            if value is not None and value.__class__ is str and len(value) > MAX_ID_LENGTH:
+                raise IncompatibleDataException(_too_long(got.index(value)))
         # tuple.__new__ skips NamedTuple's Python-level __new__ (hot path); same field order.
         return _new_measurement(Measurement, (self.type_name, got[1], got[0], tuple(props),
                                               got[3], got[4], got[2], ingestion_time))
@@ -232,8 +250,13 @@ class DeviceMapping:
     def get_measurements(self, message: Any, ingestion_time: Optional[int] = None) -> List[Measurement]:
         """All measurements of one message, in template order then match order."""
         out: List[Measurement] = []
-        for template in self.templates:
-            out.extend(template.get_measurements(message, ingestion_time))
+        try:
+            for template in self.templates:
+                out.extend(template.get_measurements(message, ingestion_time))
+        except RecursionError:
+            # A body nested deeper than the expressions can walk: the reference's error
+            # type for an unreadable message, so runbooks keyed on it apply.
+            raise InvalidDataFormatException(TOO_DEEP) from None
         return out
 
 

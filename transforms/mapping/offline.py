@@ -9,6 +9,7 @@ step and so do identifiers and resource ids.)
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from transforms.mapping.errors import TemplateNotFoundException
+from transforms.mapping.fhir_values import screen_values
 from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.measurement import Measurement
@@ -44,10 +45,12 @@ def observations_of_group(mapping, group: MeasurementGroup, ids: ResolvedIds,
 
 def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
                      ) -> Iterator[Tuple[Optional[dict], Optional[Failure]]]:
-    """``(observation, None)`` per Observation, or ``(None, (line, error))`` per failed group.
+    """``(observation, None)`` per Observation, or ``(None, (line, error))`` per failure.
 
     ``numbered`` pairs each measurement with its input line; a failed group is
-    reported (whole) at the first input line of its measurements. Any exception of
+    reported (whole) at the first input line of its measurements, a reading whose
+    value cannot be written (``fhir_values.screen_values``) at its own line while
+    the rest of its group goes on. Any exception of
     one group is reported that way, so a bad group never stops the others.
     """
     line_of = {}
@@ -60,6 +63,13 @@ def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
         line_of.setdefault(id(m), line)
         items.append(m)
     for group in measurement_groups(items):
+        try:
+            group, rejected = screen_values(mapping.template_for(group.measure_type), group)
+        except TemplateNotFoundException:
+            yield None, (_line(group), _not_found(group.measure_type))
+            continue
+        for m, exc in rejected:  # one bad reading costs only itself
+            yield None, (line_of.get(id(m), 0), exc)
         try:
             observations = observations_of_group(mapping, group, offline_ids(group))
         except TemplateNotFoundException:

@@ -190,30 +190,39 @@ def _split(ticks: int):
     return dt, frac
 
 
+def _ymd_hms(dt: _dt.datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss``, the year always four digits.
+
+    ``strftime("%Y")`` does not pad years before 1000 on glibc (``0001`` comes out as
+    ``1``), and an ISO reader (ours, the reference's, a FHIR server's) rejects that.
+    """
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}"
+
+
 def format_o(ticks: int) -> str:
     """.NET ``DateTime.ToString("o")`` of a UTC time: always 7 fractional digits."""
     dt, frac = _split(ticks)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{frac:07d}Z"
+    return f"{_ymd_hms(dt)}.{frac:07d}Z"
 
 
 def format_trimmed(ticks: int) -> str:
     """Newtonsoft's ISO form: fraction without trailing zeros, none if zero."""
     dt, frac = _split(ticks)
     if frac:
-        return f"{dt:%Y-%m-%dT%H:%M:%S}.{frac:07d}".rstrip("0") + "Z"
-    return f"{dt:%Y-%m-%dT%H:%M:%S}Z"
+        return f"{_ymd_hms(dt)}.{frac:07d}".rstrip("0") + "Z"
+    return f"{_ymd_hms(dt)}Z"
 
 
 def format_id_segment(ticks: int) -> str:
     """``yyyyMMddHHmmss`` + ``Z``: the time part of the reference's Observation identifier."""
     dt, _ = _split(ticks)
-    return f"{dt:%Y%m%d%H%M%S}Z"
+    return f"{dt.year:04d}{dt:%m%d%H%M%S}Z"
 
 
 def format_invariant(ticks: int) -> str:
     """``DateTime.ToString(InvariantCulture)``: what a Date token becomes as a string value."""
     dt, _ = _split(ticks)
-    return f"{dt:%m/%d/%Y %H:%M:%S}"
+    return f"{dt:%m/%d}/{dt.year:04d} {dt:%H:%M:%S}"
 
 
 def floor_hour(ticks: int) -> int:
