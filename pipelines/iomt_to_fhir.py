@@ -20,6 +20,7 @@ from apache_beam.transforms import window
 
 from pipelines.options import IomtFhirOptions
 from pipelines.runners import resolve_runner_aliases
+from pipelines.run_summary import SUMMARY_COUNTERS  # noqa: F401  (importable from here, as before)
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.group import GroupMeasurements, window_for_mapping
 from transforms.mapping.device_templates import load_device_mapping
@@ -132,29 +133,69 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     return out
 
 
-SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "LateMeasurementRegrouped", "MeasurementGroup",
-                    "ObservationCreated", "ObservationUpdated", "ObservationNoOperation",
-                    "FHIRResourceContention")
+def print_summary(result, opts: Optional[IomtFhirOptions] = None, argv: Optional[List[str]] = None):
+    """Counts by metric name (reference names), dead letters by stage/type, where they are
+    and how to replay them: no content, no ids. Returns the ``RunSummary``."""
+    from pipelines import run_summary
+    from pipelines.replay import replay_hint
+
+    summary = run_summary.summarize(result, getattr(opts, "dead_letter", None),
+                                    getattr(opts, "max_dead_letter_fraction", None))
+    hint = replay_hint(opts) if opts is not None else ""
+    for line in summary.lines(hint):
+        print(line, file=sys.stderr)
+    return summary
 
 
-def print_summary(result) -> None:
-    """Counts by metric name (reference names), errors by stage/type: no content, no ids."""
+def read_mapping(flag: str, path: str) -> str:
+    """The mapping file's text; a missing, unreadable or non-UTF-8 file is one launch line."""
+    from pipelines.launch_errors import LaunchError
+
     try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # some runners do not report metrics; the run itself succeeded
+        return read_text(path)
+    except UnicodeDecodeError as e:
+        raise LaunchError(f"{flag} {path}: not UTF-8 text (byte {e.start})") from None
+    except Exception as e:  # FileNotFoundError, BeamIOError (other filesystems), PermissionError ...
+        causes = list(getattr(e, "exception_details", None) or {}) and list(e.exception_details.values())
+        cause = causes[0] if causes else e
+        reason = getattr(cause, "strerror", None) or f"{type(cause).__name__}: {cause}"
+        raise LaunchError(f"{flag} {path}: cannot read the mapping: {reason}") from None
+
+
+def _check_runner(options) -> None:
+    from pipelines.launch_errors import LaunchError
+
+    name = options.view_as(StandardOptions).runner
+    if name is None:
         return
-    totals: Dict[str, int] = {}
-    for c in counters:
-        name = c.key.metric.name
-        totals[name] = totals.get(name, 0) + (c.committed or c.attempted or 0)
-    lines = [f"{n}={totals[n]}" for n in SUMMARY_COUNTERS if n in totals]
-    lines += [f"{n}={v}" for n, v in sorted(totals.items()) if n.startswith("Errors.") or
-              (n not in SUMMARY_COUNTERS and "Exception" in n)]
-    print("summary: " + " ".join(lines), file=sys.stderr)
+    from apache_beam.runners.runner import create_runner
+    try:
+        create_runner(name)
+    except (ValueError, ImportError, AttributeError):
+        raise LaunchError(f"--runner {name}: not a Beam runner (e.g. FnApiRunner, DirectRunner, PrismRunner, "
+                          "DataflowRunner, FlinkRunner, or a runner class's full name)") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = resolve_runner_aliases(sys.argv[1:] if argv is None else argv)
+    """``iomt-fhir run``: exit 0 all written, 1 failures dead-lettered (see run_summary), 2 refused."""
+    from pipelines.launch_errors import run_reported, take_debug_flag
+
+    debug, argv = take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    return run_reported(lambda: _launch_and_run(argv, debug), debug)
+
+
+def _launch_and_run(argv: List[str], debug: bool) -> int:
+    from pipelines import preflight, run_help
+    from pipelines.launch_errors import LaunchError, check_http_url, one_line
+
+    if any(a in run_help.HELP_FLAGS for a in argv):
+        run_help.print_run_help()
+        return 0
+    if run_help.BEAM_HELP_FLAG in argv:
+        run_help.print_beam_help()
+        return 0
+    argv = resolve_runner_aliases(argv)
+    run_help.check_values(argv)
     options = PipelineOptions(argv)
     opts = options.view_as(IomtFhirOptions)
     # Pub/Sub and Event Hubs / Kafka are unbounded: always a streaming job.
@@ -166,33 +207,37 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         ("--fhir-mapping", opts.fhir_mapping),
                                         ("--dead-letter", opts.dead_letter)) if not value]
     if missing:
-        print("Missing required options: " + ", ".join(missing), file=sys.stderr)
-        return 2
-    device_text, fhir_text = read_text(opts.device_mapping), read_text(opts.fhir_mapping)
+        raise LaunchError("missing required options: " + ", ".join(missing) + " (iomt-fhir run --help)")
+    device_text = read_mapping("--device-mapping", opts.device_mapping)
+    fhir_text = read_mapping("--fhir-mapping", opts.fhir_mapping)
     try:
         for warning in check_mappings(device_text, fhir_text, opts.device_mapping, opts.fhir_mapping):
             log.warning("%s", warning)
     except InvalidMappings as e:
-        print(str(e), file=sys.stderr)
-        return 2
+        raise LaunchError(str(e)) from None
     too_small = [f"{flag} must be at least {least}"
                  for flag, value, least in (("--bundle-size", opts.bundle_size, 1),
                                             ("--read-batch-size", opts.read_batch_size, 1),
                                             ("--max-in-flight", opts.max_in_flight, 1),
                                             ("--observation-cache-size", opts.observation_cache_size, 0))
                  if value < least]
+    fraction = opts.max_dead_letter_fraction
+    if fraction is not None and not 0 <= fraction <= 1:
+        too_small.append("--max-dead-letter-fraction must be between 0 and 1")
     if too_small:
-        print("; ".join(too_small), file=sys.stderr)
-        return 2
+        raise LaunchError("; ".join(too_small))
     if not opts.output and not opts.fhir_url:
-        print("Give --output (Observation files) or --fhir-url (a FHIR server).", file=sys.stderr)
-        return 2
+        raise LaunchError("give --output (Observation files) or --fhir-url (a FHIR server)")
+    if opts.fhir_url:
+        check_http_url("--fhir-url", opts.fhir_url)
+    _check_runner(options)
+    if not opts.skip_preflight:
+        preflight.check_launch(opts)
     p = beam.Pipeline(options=options)
     try:
         out = build(p, opts, device_text, fhir_text, streaming)
     except (SourceError, KafkaSourceError) as e:  # messages hold flags and env var names, no secrets
-        print(str(e), file=sys.stderr)
-        return 2
+        raise LaunchError(str(e)) from None
     if opts.output:
         items = out["write_items"]
         if not streaming:
@@ -201,10 +246,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         observations = items | "FoldById" >> FoldObservationsById(fhir_text)
         write_json_lines(observations, opts.output, streaming, opts.single_file_outputs, "Observations")
     write_json_lines(out["dead_letter"], opts.dead_letter, streaming, opts.single_file_outputs, "DeadLetters")
-    result = p.run()
-    result.wait_until_finish()
-    print_summary(result)
-    return 0
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as e:  # the runner failed: not a launch problem, exit 1
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f"iomt-fhir: error: the run failed: {type(e).__name__}: {one_line(e)} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 1
+    return print_summary(result, opts, argv).exit_code
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ class IomtFhirOptions(PipelineOptions):
         f.add_argument("--observation_cache_size", "--observation-cache-size", dest="observation_cache_size",
                        type=int, default=5000,
                        help="Observations each writer remembers (1 h) so updates skip the read (0 = off)")
+        f.add_argument("--skip_preflight", "--skip-preflight", dest="skip_preflight", action="store_true",
+                       help="do not check the FHIR server and the source at launch (e.g. when only the "
+                            "workers can reach the server)")
 
         o = parser.add_argument_group("outputs")
         o.add_argument("--output", help="path prefix for Observation JSON lines (offline mode)")
@@ -77,3 +80,7 @@ class IomtFhirOptions(PipelineOptions):
                        help="path prefix for dead-letter JSON lines")
         o.add_argument("--single_file_outputs", "--single-file-outputs", dest="single_file_outputs",
                        action="store_true", help="write exactly one file per output (small runs, demo)")
+        o.add_argument("--max_dead_letter_fraction", "--max-dead-letter-fraction", dest="max_dead_letter_fraction",
+                       type=float, default=None,
+                       help="batch: exit 1 when a stage dead-letters more than this fraction (0-1) of its "
+                            "input (default: data errors alone never fail the run)")

@@ -150,7 +150,7 @@ def test_writer_sizes_default_and_must_be_positive(tmp_path, capsys):
                             f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
                             "--max-in-flight=0", "--bundle-size=0", "--observation-cache-size=-1"])
     assert rc == 2
-    assert capsys.readouterr().err.strip() == ("--bundle-size must be at least 1; --max-in-flight must be "
+    assert capsys.readouterr().err.strip() == ("iomt-fhir: error: --bundle-size must be at least 1; --max-in-flight must be "
                                                "at least 1; --observation-cache-size must be at least 0")
     assert not (d / "obs.jsonl").exists()
 
