@@ -231,7 +231,8 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
     if opts.fhir_url:
         check_http_url("--fhir-url", opts.fhir_url)
     _check_runner(options)
-    if not opts.skip_preflight:
+    # a dry run (Dataflow's --dry_run) only translates the job: nothing reaches the server
+    if not opts.skip_preflight and not options.get_all_options().get("dry_run"):
         preflight.check_launch(opts)
     p = beam.Pipeline(options=options)
     try:
