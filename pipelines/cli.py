@@ -214,6 +214,7 @@ COMMANDS = (
     "pipelines.cli:register_mapping_commands",  # validate, normalize, transform
     "pipelines.cli:register_run",                # run
     "pipelines.preflight:register",              # check
+    "pipelines.seed_cli:register",               # seed (Patients/Devices for --identity-mode Lookup)
 )
 
 #: commands that parse their own argv (filled by ``add_passthrough``)
