@@ -120,12 +120,13 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
                     converted[DEAD_LETTER_TAG] | "DeadLetterWindow" >> beam.WindowInto(window.GlobalWindows())]
     out = {"measurements": normalized.measurements, "write_items": converted.observations}
     if opts.fhir_url:
-        from transforms.write_fhir import MappingMerge, WriteObservationsFn
-        written = converted.observations | "WriteFhir" >> beam.ParDo(WriteObservationsFn(
+        from transforms.write_fhir import DEFAULT_FLUSH_SECONDS, MappingMerge, WriteToFhir
+        written = converted.observations | "WriteFhir" >> WriteToFhir(
             client_factory, MappingMerge(fhir_mapping),
             bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size,
             max_in_flight=opts.max_in_flight,
-            observation_cache_size=opts.observation_cache_size)).with_outputs(DEAD_LETTER_TAG, main="outcomes")
+            observation_cache_size=opts.observation_cache_size,
+            flush_seconds=DEFAULT_FLUSH_SECONDS if streaming else 0.0)
         out["outcomes"] = written.outcomes
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
             window.GlobalWindows()))

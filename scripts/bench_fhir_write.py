@@ -43,7 +43,7 @@ from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.timeutil import parse_datetime
 from transforms.fhir.observation_cache import ObservationCache
-from transforms.write_fhir import CREATED, UPDATED, MappingMerge, ObservationWriter, WriteItem
+from transforms.fhir.writer import CREATED, UPDATED, MappingMerge, ObservationWriter, WriteItem
 
 MAPPING = json.dumps({"templateType": "CollectionFhir", "template": [
     {"templateType": "CodeValueFhir", "template": {

@@ -11,6 +11,8 @@ request; requests without a pending fault are forwarded untouched. Kinds:
 - ``reset``: abort the TCP connection (RST) without forwarding
 - ``reset_after``: forward (the server applies the request), then abort: the response is lost
 - ``delay``: forward, then hold the answer ``seconds`` (past the client's read timeout)
+- ``hold``: wait at ``barrier`` (a ``threading.Barrier``) until its other parties arrive or
+  it times out, then forward: makes two clients' requests meet at the server at once
 
 ``require_tokens`` makes every request without ``Authorization: Bearer <one of them>`` get
 401, to test refresh-on-401. Only 127.0.0.1 is served and forwarded to; every wait is bounded.
@@ -40,6 +42,7 @@ class Fault:
     path_contains: Optional[str] = None  # only paths containing this match
     body: Optional[bytes] = None  # answer body for ``status`` (default: an OperationOutcome)
     body_contains: Optional[bytes] = None  # only requests whose body contains this match
+    barrier: Optional[threading.Barrier] = None  # for ``hold``
 
     def matches(self, method: str, path: str, body: bytes = b"") -> bool:
         return ((self.method is None or self.method == method) and
@@ -140,6 +143,11 @@ class FaultProxy:
             self._record(method, path, "reset")
             self._abort(h)
             return
+        if fault is not None and fault.kind == "hold":
+            try:
+                fault.barrier.wait(timeout=MAX_DELAY)
+            except threading.BrokenBarrierError:
+                pass  # the other party never came: forward alone
         status, headers, data = self._forward(method, path, h.headers, body)
         if fault is not None and fault.kind == "reset_after":
             self._record(method, path, "reset_after")

@@ -3,6 +3,7 @@ import functools
 import threading
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 import requests
@@ -13,8 +14,9 @@ from transforms.fhir.client import FhirClient
 from transforms.fhir.observation_cache import ObservationCache
 from transforms.fhir.retry import RetryPolicy
 from transforms.mapping.errors import NotSupportedException
-from transforms.write_fhir import (CREATED, FAILED, UNCHANGED, UPDATED, ObservationWriter,
-                                   WriteItem, WriteObservationsFn)
+from transforms.fhir.writer import (CREATED, FAILED, UNCHANGED, UPDATED, ObservationWriter,
+                                    WriteItem)
+from transforms.write_fhir import WriteToFhir
 
 pytestmark = pytest.mark.fhir_server
 FAST = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05, max_total_seconds=10)
@@ -209,11 +211,55 @@ def test_beam_dofn_outputs_and_dead_letters(fhir_base_url, client, unique):
     factory = functools.partial(FhirClient, fhir_base_url, retry_policy=FAST)
     with beam.Pipeline(runner=FnApiRunner()) as p:
         out = (p | beam.Create(items)
-               | beam.ParDo(WriteObservationsFn(factory, union_merge, bundle_size=2))
-               .with_outputs("dead_letter", main="written"))
-        assert_that(out.written | beam.Map(lambda r: r["outcome"]),
+               | WriteToFhir(factory, union_merge, bundle_size=2))
+        assert_that(out.outcomes | beam.Map(lambda r: r["outcome"]),
                     equal_to([CREATED] * 3 + [FAILED]), label="outcomes")
         assert_that(out.dead_letter | beam.Map(lambda d: (d["stage"], d["error_type"],
                                                           d["payload"]["id"])),
                     equal_to([("fhir_write", "NotSupportedException", f"bb-{unique}")]),
                     label="dead")
+
+
+def test_two_panes_of_one_new_observation_at_once_keep_both_readings(fault_proxy, client, unique):
+    """Two panes of one new Observation reach the write step at the same time (two bundles on
+    two workers). The proxy holds the reads until both writers' reads have arrived, so without
+    one writer per id both see "absent" and both create; the second PUT overwrites the first.
+    WriteToFhir keys by id, so one writer writes both panes (one read, the merge, one write)."""
+    import threading
+
+    oid = f"race-{unique}"
+    reads_meet = threading.Barrier(2, timeout=3)
+    fault_proxy.add(*[Fault("hold", barrier=reads_meet, body_contains=b'"batch"') for _ in range(2)])
+    factory = functools.partial(FhirClient, fault_proxy.url, retry_policy=FAST)
+    panes = [("pane-1", WriteItem(obs(oid, ["1"]))), ("pane-2", WriteItem(obs(oid, ["2"])))]
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
+        out = (p | beam.Create(panes) | "Panes" >> beam.GroupByKey()  # two keys: two bundles
+               | beam.FlatMap(lambda kv: kv[1])
+               | WriteToFhir(factory, union_merge, shards=4))
+        assert_that(out.outcomes | beam.Map(lambda r: r["outcome"]), equal_to([CREATED] * 2))
+    assert client.read("Observation", oid).resource["valueString"] == "1,2"
+
+
+def test_stream_writes_a_pane_after_flush_seconds_without_waiting_for_more(client, fhir_base_url,
+                                                                           unique):
+    """On a stream a shard's partial batch is written ``flush_seconds`` after its first item:
+    pane 1 is on the server (created) before pane 2 arrives (updated). Processing time is
+    TestStream's virtual clock (it starts at 0), given to the writer as its clock; the
+    watermark stays before the items' event time until the end."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    oid = f"flush-{unique}"
+    factory = functools.partial(FhirClient, fhir_base_url, retry_policy=FAST)
+    stream = (TestStream()
+              .add_elements([TimestampedValue(WriteItem(obs(oid, ["1"])), 1772359200)])
+              .advance_processing_time(2)
+              .add_elements([TimestampedValue(WriteItem(obs(oid, ["2"])), 1772359200)])
+              .advance_processing_time(2)
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        out = p | stream | WriteToFhir(factory, union_merge, flush_seconds=1.0, clock=lambda: 0.0)
+        assert_that(out.outcomes | beam.Map(lambda r: r["outcome"]), equal_to([CREATED, UPDATED]))
+    assert client.read("Observation", oid).resource["valueString"] == "1,2"

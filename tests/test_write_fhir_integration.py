@@ -34,8 +34,9 @@ from transforms.mapping.measurement import Measurement
 from transforms.mapping.merge import merge_observation
 from transforms.mapping.timeutil import parse_datetime
 from transforms.to_observations import ServerIdentity, ToObservations, ToObservationsDoFn
-from transforms.write_fhir import (CREATED, FAILED, UNCHANGED, UPDATED, MappingMerge,
-                                   ObservationWriter, WriteItem, WriteObservationsFn)
+from transforms.fhir.writer import (CREATED, FAILED, UNCHANGED, UPDATED, MappingMerge,
+                                    ObservationWriter, WriteItem)
+from transforms.write_fhir import WriteToFhir
 
 pytestmark = pytest.mark.fhir_server
 
@@ -440,10 +441,8 @@ def test_pipeline_outputs_dead_letters_and_metrics(fhir_base_url, client, unique
     obs = p | beam.Create(groups) | ToObservations(MAPPING, functools.partial(_create_identity,
                                                                                 fhir_base_url))
     written = (obs.observations
-               | beam.ParDo(WriteObservationsFn(factory, MappingMerge(mapping), bundle_size=2,
-                                                   read_batch_size=4))
-               .with_outputs("dead_letter", main="written"))
-    assert_that(written.written | beam.Map(lambda o: o["outcome"]),
+               | WriteToFhir(factory, MappingMerge(mapping), bundle_size=2, read_batch_size=4))
+    assert_that(written.outcomes | beam.Map(lambda o: o["outcome"]),
                 equal_to([UPDATED, UNCHANGED, CREATED, CREATED, CREATED, FAILED]),
                 label="outcomes")
     assert_that(written.dead_letter | beam.Map(lambda d: (d["stage"], d["error_type"],

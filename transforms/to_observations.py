@@ -23,7 +23,7 @@ from transforms.mapping.grouping import MeasurementGroup, measurement_groups, ob
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.offline import offline_ids
 from transforms.normalize import METRIC_NAMESPACE
-from transforms.write_fhir import MappingMerge, WriteItem
+from transforms.fhir.writer import MappingMerge, WriteItem
 
 
 class OfflineIdentity:

@@ -1,423 +1,204 @@
-"""Create-or-merge Observations on a FHIR server in transaction bundles (semantics §5).
+"""The pipeline's FHIR write step: Beam over the pure :class:`ObservationWriter`.
 
-Two layers:
+``WriteToFhir``: ``PCollection[WriteItem]`` -> outputs ``outcomes`` (``{"id", "outcome"}`` per
+item) and ``dead_letter`` (stage ``fhir_write``, the reason and the Observation).
 
-- :class:`ObservationWriter` — plain Python, testable against a real server: given
-  Observations-to-write it reads the current versions by id (batched), merges with the
-  mapping engine's merge, PUTs what changed with ``If-Match`` of the version read, and
-  returns exactly one outcome per item: created / updated / unchanged / failed.
-- :class:`WriteObservationsFn` — the Beam DoFn: buffers items, flushes at ``bundle_size`` (or a
-  larger ``read_batch_size``, so reads take fewer round trips)
-  and in ``finish_bundle`` (no state survives a Beam bundle, so nothing can be lost when a
-  worker dies: Beam retries the bundle and the merge makes the rewrite idempotent),
-  emits outcomes, dead-letters failures, and counts reference-named metrics.
+**One writer per Observation.** Two panes of one Observation (early firings then a late
+pane, windows shorter than the Observation's period, a backlog) must never be written at
+the same time: when the Observation does not exist yet, both would ``PUT`` it without a
+version and the second would overwrite the first (panes are DISCARDING). So the items are
+re-windowed into the global window and keyed by a stable hash of the Observation id modulo
+``shards``; :class:`WriteObservationsFn` is a *stateful* DoFn on that key, and it writes
+inside its own process/timer callback. A runner processes one key on one worker at a time,
+so one id is written by one writer at a time, by construction.
 
-Created vs updated is decided from what was read before writing, not from the status code
-(servers differ: the local Medplum server answers 200 to a PUT that creates).
+- Why the global window: state is per key *and window*; two windows (a window shorter than
+  the Observation's period, or a late reading re-timestamped to its arrival) can hold the
+  same id.
+- Why not ``GroupIntoBatches.WithShardedKey``: its shard is the worker thread, so the same
+  id can be in two shards on two threads. Why not ``GroupIntoBatches`` followed by the
+  writer: the batch would leave the keyed step before it is written.
 
-Bundles hold distinct Observations, so up to ``max_in_flight`` of them go out at once (worker
-threads; 1 = one after the other), and a batch of reads overlaps the bundles already sent.
-With an :class:`ObservationCache`, an Observation read or written before is merged into
-its cached version without a read (a stream's next pane); ``If-Match`` of that version
-keeps it safe, and a 412 re-reads. A versioned PUT answered 404/410 (deleted since) re-reads
-too, and the Observation is created again, as the reference does.
+**Batching.** A shard's items wait in bag state until ``flush_size`` = max(bundle size, read
+batch size) of them are there, then are written in ``process``; on a stream a
+processing-time timer writes what waits ``flush_seconds`` (default 1 s) after the first of
+them arrived, so a pane is written promptly; an event-time timer at the first item's
+timestamp writes the rest when the watermark passes it (the end of the input in batch). Distinct ids in one flush go in several bundles at once
+(``max_in_flight``), and distinct shards are written by different workers in parallel.
+State is the runner's, so an item accepted by this step survives a worker crash (the runner
+retries; the merge makes rewrites idempotent).
 
-Conflicts (409/412, including a whole transaction failing because one entry was stale)
-re-read and re-merge, at most ``max_conflict_retries`` more rounds (the reference: 2). A
-failed transaction that is not a conflict is re-sent entry by entry, so one bad
-Observation is dead-lettered alone instead of taking its bundle with it.
+**Backpressure.** A write blocks while the client rides out an outage or throttling
+(``transforms.fhir.client``): the runner gives this thread no new work meanwhile, so
+memory stays bounded by ``flush_size`` items per shard.
 """
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
-import logging
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+import time
+import zlib
+from typing import Callable, Optional
 
-from transforms.fhir.bundles import chunks, put_entry, read_many
-from transforms.fhir.client import EntryResult, FhirClient, FhirError, FhirVersionConflict
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import combiners, window
+from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.transforms.timeutil import TimeDomain
+
+from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_FHIR_WRITE, dead_letter, error_type_of
+from transforms.fhir.client import FhirClient
+# re-exported: the writer's names, for callers of this module
+from transforms.fhir.writer import (CREATED, FAILED, METRIC_SAVED, UNCHANGED, UPDATED,  # noqa: F401
+                                    ContentionError, MappingMerge, MergeFn, ObservationWriter,
+                                    WriteItem, WriteOutcome)
 from transforms.fhir.observation_cache import ObservationCache
 
-log = logging.getLogger(__name__)
-
-CREATED, UPDATED, UNCHANGED, FAILED = "created", "updated", "unchanged", "failed"
-METRIC_SAVED = {CREATED: "ObservationCreated", UPDATED: "ObservationUpdated",
-                UNCHANGED: "ObservationNoOperation"}
-
-
-class WriteItem(NamedTuple):
-    """One Observation to write. ``observation`` is the freshly built resource (used as is
-    when nothing exists); ``template_name``/``group`` let the merge function fold the same
-    data into an existing Observation."""
-
-    observation: dict
-    template_name: Optional[str] = None
-    group: Any = None
+#: default number of write keys: the write step's parallelism (one id -> one key)
+DEFAULT_SHARDS = 16
+#: default wait before a stream's partial batch is written
+DEFAULT_FLUSH_SECONDS = 1.0
 
 
-class WriteOutcome(NamedTuple):
-    item: WriteItem
-    outcome: str  # created | updated | unchanged | failed
-    error: Optional[BaseException] = None
-    resource: Optional[dict] = None  # what the server holds now (when known)
+def shard_of(observation_id: str, shards: int) -> int:
+    """Stable across processes and runs (``hash()`` of a str is salted per process)."""
+    return zlib.crc32(str(observation_id).encode("utf-8")) % shards
 
 
-#: (item, existing) -> (merged, changed)
-MergeFn = Callable[[WriteItem, dict], Tuple[dict, bool]]
+def _as_item(item) -> WriteItem:
+    if isinstance(item, WriteItem):
+        return item
+    return WriteItem(*item) if isinstance(item, tuple) else WriteItem(item)
 
 
-class MappingMerge:
-    """The mapping engine's ``merge_observation`` with the template looked up by name.
+class WriteObservationsFn(beam.DoFn):
+    """Stateful writer on ``(shard, WriteItem)``; see the module docstring.
 
-    Picklable (holds the loaded mapping), so it can be handed to the DoFn."""
+    ``client_factory`` builds the :class:`FhirClient` in ``setup`` (sessions are not
+    picklable). ``flush_seconds`` > 0 (streams) sets the processing-time flush; ``clock``
+    is the processing-time source for it. Under TestStream the DirectRunner's processing
+    time is virtual and starts at 0: pass ``clock=lambda: 0.0``, else the timer only fires
+    at the end, and the DirectRunner drops what a timer emits once the watermark is at
+    infinity (it does not hold the watermark for timers as production runners do).
+    """
 
-    def __init__(self, fhir_mapping, new_value_wins: Optional[bool] = None):
-        self.fhir_mapping = fhir_mapping
-        self.new_value_wins = new_value_wins
+    ITEMS = BagStateSpec("items", PickleCoder())
+    COUNT = CombiningValueStateSpec("count", VarIntCoder(), combiners.CountCombineFn())
+    WATERMARK = TimerSpec("watermark", TimeDomain.WATERMARK)
+    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
 
-    def __call__(self, item: WriteItem, existing: dict) -> Tuple[dict, bool]:
-        from transforms.mapping.merge import merge_observation
-        template = self.fhir_mapping.template_for(item.template_name)
-        return merge_observation(template, item.group, existing, self.new_value_wins)
-
-
-class ContentionError(FhirError):
-    """Still conflicting (409/412) after the bounded re-read/merge rounds."""
-
-    error_type = "FHIRResourceContention"
-
-
-@dataclasses.dataclass
-class _Plan:
-    rid: str
-    items: List[WriteItem]
-    resource: dict
-    version: Optional[str]
-    kind: str  # CREATED or UPDATED
-
-
-class ObservationWriter:
-    def __init__(self, client: FhirClient, merge: MergeFn, bundle_size: int = 50,
-                 read_batch_size: Optional[int] = None, max_conflict_retries: int = 2,
-                 bundle_type: str = "transaction",
-                 on_contention: Optional[Callable[[int], None]] = None,
-                 max_in_flight: int = 1, cache: Optional[ObservationCache] = None):
-        if bundle_type not in ("transaction", "batch"):
-            raise ValueError("bundle_type must be transaction or batch")
-        self.client = client
+    def __init__(self, client_factory: Callable[[], FhirClient], merge: MergeFn,
+                 bundle_size: int = 50, max_conflict_retries: int = 2,
+                 bundle_type: str = "transaction", read_batch_size: Optional[int] = None,
+                 max_in_flight: int = 2, observation_cache_size: int = 5000,
+                 observation_cache_seconds: float = 3600.0, flush_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.time):
+        self.client_factory = client_factory
         self.merge = merge
         self.bundle_size = bundle_size
+        #: ids per batch of reads; a flush holds max(bundle_size, read_batch_size) items,
+        #: so a larger read batch means fewer read round trips (each costs ~1 ms of fixed
+        #: overhead on the local server) while transactions keep bundle_size. Servers cap
+        #: batch entries too (Azure 500), so it is a separate knob.
         self.read_batch_size = read_batch_size or bundle_size
+        self.flush_size = max(bundle_size, self.read_batch_size)
         self.max_conflict_retries = max_conflict_retries
         self.bundle_type = bundle_type
-        self.on_contention = on_contention
-        self.contention = 0
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
-        #: bundles sent at once (threads); 1 = one after the other, no threads
+        #: transaction bundles in flight at once per flush (see ObservationWriter)
         self.max_in_flight = max_in_flight
-        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        #: Observations read or written before, used instead of a read (see ObservationCache);
-        #: without one, a cache of size 0 (every lookup misses, nothing is kept)
-        self.cache = cache if cache is not None else ObservationCache(0)
+        #: Observations kept per DoFn instance so updates skip the read (0 = none)
+        self.observation_cache_size = observation_cache_size
+        self.observation_cache_seconds = observation_cache_seconds
+        self.flush_seconds = flush_seconds
+        self.clock = clock
+        self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
+        self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
 
-    def write(self, items: Sequence[WriteItem]) -> List[WriteOutcome]:
-        outcomes: Dict[int, WriteOutcome] = {}
-        by_id: Dict[str, List[int]] = {}
-        for n, item in enumerate(items):
-            by_id.setdefault(item.observation["id"], []).append(n)
-        pending = list(by_id)
-        #: the plans refused with 409/412 in the last round, by id (see _plan)
-        refused: Dict[str, _Plan] = {}
-        for round_no in range(self.max_conflict_retries + 1):
-            if not pending:
-                break
-            sent = self._read_plan_send(pending, by_id, items, outcomes, refused)
-            conflicts: List[str] = []
-            for part, result in sent:
-                conflicts.extend(self._classify(part, result(), by_id, outcomes))
-            again = set(conflicts)
-            refused = {p.rid: p for part, _ in sent for p in part if p.rid in again}
-            pending = conflicts
-        if pending:
-            self._contended(len(pending))
-        for rid in pending:
-            err = ContentionError("Observation still conflicting after re-read and merge",
-                                  status=412)
-            for n in by_id[rid]:
-                outcomes[n] = WriteOutcome(items[n], FAILED, err)
-        return [outcomes[n] for n in range(len(items))]
+    def setup(self):
+        self.client = self.client_factory()
+        self.writer = ObservationWriter(
+            self.client, self.merge, self.bundle_size, read_batch_size=self.read_batch_size,
+            max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
+            on_contention=self.contention.inc, max_in_flight=self.max_in_flight,
+            cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds))
 
-    def _contended(self, n: int) -> None:
-        self.contention += n
-        if self.on_contention:
-            self.on_contention(n)
+    def process(self, element, w=beam.DoFn.WindowParam, ts=beam.DoFn.TimestampParam,
+                items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
+                watermark=beam.DoFn.TimerParam(WATERMARK),
+                flush=beam.DoFn.TimerParam(FLUSH)):
+        _shard, item = element
+        items.add(_as_item(item))
+        count.add(1)
+        n = count.read()
+        if n == 1:
+            # Event time of the batch's first item: the watermark passes it at the end of
+            # the input (batch) or once its window closes (stream). An event-time timer
+            # holds this step's output watermark, so what it emits is never late
+            # downstream (a timer at the global window's end would emit behind it).
+            watermark.set(min(ts, w.max_timestamp()))
+            if self.flush_seconds > 0:
+                flush.set(self.clock() + self.flush_seconds)
+        if n >= self.flush_size:
+            yield from self._flush(items, count, flush)
 
-    # -- steps ---------------------------------------------------------------------------
-    def _plan(self, ids, by_id, items, outcomes, refused=None) -> List[_Plan]:
-        """Read ``ids``, merge their items, and plan the writes of what changed.
+    @on_timer(FLUSH)
+    def on_flush(self, items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
+                 flush=beam.DoFn.TimerParam(FLUSH)):
+        yield from self._flush(items, count, flush)
 
-        ``refused``: last round's plans answered 409/412. When the re-read shows exactly
-        what such a plan sent, the write was ours after all and the item keeps that
-        plan's outcome (created/updated, not "unchanged"): a failed transaction is not
-        rolled back on some servers (Medplum), and a retried request whose first answer
-        was lost (reset, timeout) meets the version it wrote itself. Only the others
-        count as contention (someone else changed the resource).
-        """
-        refused = refused or {}
-        current, to_read = {}, []
-        for rid in ids:
-            cached = None if rid in refused else self.cache.get(rid)
-            if cached is None:
-                to_read.append(rid)
+    @on_timer(WATERMARK)
+    def on_watermark(self, items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
+                      flush=beam.DoFn.TimerParam(FLUSH)):
+        yield from self._flush(items, count, flush)
+
+    def teardown(self):
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close()
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+
+    def _flush(self, items, count, flush):
+        buffered = list(items.read())
+        items.clear()
+        count.clear()
+        flush.clear()
+        if not buffered:
+            return
+        # the write happens here, inside the key's callback: see "One writer per Observation"
+        for item, res in zip(buffered, self.writer.write(buffered)):
+            if res.outcome == FAILED:
+                Metrics.counter("Errors", error_type_of(res.error)).inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                    STAGE_FHIR_WRITE, res.error, item.observation,
+                    {"status": getattr(res.error, "status", None)}))
             else:
-                current[rid] = cached
-        if to_read:
-            try:
-                read = read_many(self.client, "Observation", to_read, self.read_batch_size)
-            except FhirError as err:
-                read = {rid: err for rid in to_read}
-            current.update(read)
-            for rid, resource in read.items():
-                if isinstance(resource, dict):
-                    self.cache.put(rid, resource)
-        plans = []
-        for rid in ids:
-            its = [items[n] for n in by_id[rid]]
-            existing = current.get(rid)
-            if isinstance(existing, (EntryResult, FhirError)):
-                err = existing if isinstance(existing, FhirError) else FhirError(
-                    f"read Observation answered {existing.status}: {existing.outcome_text}",
-                    status=existing.status, outcome_text=existing.outcome_text)
-                self._fail(by_id[rid], items, outcomes, err)
-                continue
-            prev = refused.get(rid)
-            if prev is not None:
-                if existing is not None and _without_meta(existing) == prev.resource:
-                    self._done(prev, by_id, outcomes, prev.kind, existing)
-                    continue
-                self._contended(1)
-            try:
-                state, changed = existing, False
-                for it in its:
-                    if state is None:
-                        state, changed = dict(it.observation), True
-                    else:
-                        state, step_changed = self.merge(it, state)
-                        changed = changed or step_changed
-            except Exception as err:  # a data/shape problem (NotSupportedException...)
-                self._fail(by_id[rid], items, outcomes, err)
-                continue
-            if not changed:
-                for n in by_id[rid]:
-                    outcomes[n] = WriteOutcome(items[n], UNCHANGED, None, existing)
-                continue
-            version = ((existing or {}).get("meta") or {}).get("versionId")
-            resource = dict(state)
-            resource.pop("meta", None)
-            plans.append(_Plan(rid, its, resource, version, UPDATED if existing else CREATED))
-        return plans
-
-    def _read_plan_send(self, ids, by_id, items, outcomes, refused) -> list:
-        """Read ``ids`` in batches of ``read_batch_size``, merge, and send what changed in
-        bundles of ``bundle_size``; returns ``[(plans, result getter)]`` per bundle.
-
-        With ``max_in_flight`` > 1 the bundles go to worker threads as soon as they are
-        full, so the next batch of reads overlaps the transactions already sent (ids are
-        distinct, so those never touch what is being read)."""
-        sent: list = []
-        ready: List[_Plan] = []
-        batches = list(chunks(ids, self.read_batch_size))
-        for n, batch in enumerate(batches):
-            ready.extend(self._plan(batch, by_id, items, outcomes, refused))
-            last = n == len(batches) - 1
-            while len(ready) >= self.bundle_size or (last and ready):
-                part, ready = ready[:self.bundle_size], ready[self.bundle_size:]
-                sent.append((part, self._submit(self._send_part, part)))
-        return sent
-
-    def _classify(self, part: Sequence[_Plan], results: list, by_id, outcomes) -> List[str]:
-        """Record each plan's outcome from its entry result; returns the conflicting ids."""
-        conflicts: List[str] = []
-        for p, r in zip(part, results):
-            if isinstance(r, EntryResult) and r.ok:
-                stored = r.resource
-                if stored is None and r.version_id:  # the server answered without a body
-                    stored = dict(p.resource, meta={"versionId": r.version_id})
-                self._done(p, by_id, outcomes, p.kind, stored)
-                continue
-            self.cache.drop(p.rid)
-            if (isinstance(r, FhirVersionConflict) or _status(r) in (409, 412) or
-                    (p.version is not None and _status(r) in (404, 410))):
-                # stale (or, 404/410, deleted since it was read): re-read, merge again
-                conflicts.append(p.rid)
-            else:
-                err = r if isinstance(r, BaseException) else FhirError(
-                    f"write Observation answered {r.status}: {r.outcome_text}",
-                    status=r.status, outcome_text=r.outcome_text,
-                    retryable=r.status in (408, 429, 500, 502, 503, 504))
-                self._fail(by_id[p.rid], p.items, outcomes, err, local=True)
-        return conflicts
-
-    def _send_part(self, part: Sequence[_Plan]) -> list:
-        """One bundle; an ``EntryResult`` or a ``FhirError`` per plan. May run in a worker
-        thread, so it touches nothing but the client."""
-        entries = [put_entry(p.resource, p.version) for p in part]
-        results = None
-        if len(part) > 1:
-            send = self.client.transaction if self.bundle_type == "transaction" else self.client.batch
-            try:
-                results = send(entries)
-            except FhirError as err:
-                log.info("%s of %d entries failed (%s %s); writing entries one by one",
-                         self.bundle_type, len(part), err.status, type(err).__name__)
-        if results is None:
-            results = [self._put_one(p) for p in part]
-        return results
-
-    def _submit(self, fn, arg) -> Callable[[], Any]:
-        """Run ``fn(arg)`` now (one in flight) or on a worker thread; returns a getter of
-        its result (which re-raises what ``fn`` raised).
-
-        Why threads: bundles are independent (distinct ids), and while the server works
-        on one, this process can read the next batch, merge, and encode or decode other
-        bundles; that time is spent waiting on sockets, so the GIL is not the limit.
-        The pool lives as long as the writer (``close``)."""
-        if self.max_in_flight <= 1:
-            result = fn(arg)
-            return lambda: result
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.max_in_flight, thread_name_prefix="fhir-write")
-        return self._pool.submit(fn, arg).result
-
-    def close(self) -> None:
-        """Stop the worker threads (if any were started)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def _put_one(self, p: _Plan):
-        try:
-            resp = self.client.put(p.resource, if_match=p.version)
-            return EntryResult(resp.status, resp.resource, etag=resp.etag)
-        except FhirError as err:
-            return err
-
-    def _done(self, p: _Plan, by_id, outcomes, kind, resource):
-        self.cache.put(p.rid, resource)
-        for n, it in zip(by_id[p.rid], p.items):
-            outcomes[n] = WriteOutcome(it, kind, None, resource)
-
-    @staticmethod
-    def _fail(indexes, items, outcomes, err, local=False):
-        for k, n in enumerate(indexes):
-            it = items[k] if local else items[n]
-            outcomes[n] = WriteOutcome(it, FAILED, err)
+                self.saved[res.outcome].inc()
+            yield {"id": item.observation.get("id"), "outcome": res.outcome}
 
 
-def _status(result) -> Optional[int]:
-    return getattr(result, "status", None)
+class WriteToFhir(beam.PTransform):
+    """WriteItems -> FHIR server; outputs ``outcomes`` and ``dead_letter`` (global window).
 
+    Keyword arguments are :class:`WriteObservationsFn`'s; ``shards`` is the number of
+    write keys (the step's parallelism)."""
 
-def _without_meta(resource: dict) -> dict:
-    out = dict(resource)
-    out.pop("meta", None)
-    return out
+    def __init__(self, client_factory: Callable[[], FhirClient], merge: MergeFn,
+                 shards: int = DEFAULT_SHARDS, **writer_kwargs):
+        super().__init__()
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.client_factory = client_factory
+        self.merge = merge
+        self.shards = shards
+        self.writer_kwargs = writer_kwargs
 
-
-# ---- Beam --------------------------------------------------------------------------------
-try:
-    import apache_beam as beam
-    from apache_beam.metrics import Metrics
-    from apache_beam.utils.windowed_value import WindowedValue
-except ImportError:  # pragma: no cover - the pure writer works without Beam
-    beam = None
-
-if beam is not None:
-    from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_FHIR_WRITE, dead_letter, error_type_of
-
-    class WriteObservationsFn(beam.DoFn):
-        """Beam DoFn around :class:`ObservationWriter`.
-
-        ``client_factory`` builds the :class:`FhirClient` in ``setup`` (sessions are not
-        picklable). Main output: ``{"id", "outcome"}`` per item; failures also go to the
-        ``dead_letter`` tagged output with stage ``fhir_write``, the reason and the
-        Observation.
-        """
-
-        def __init__(self, client_factory: Callable[[], FhirClient], merge: MergeFn,
-                     bundle_size: int = 50, max_conflict_retries: int = 2,
-                     bundle_type: str = "transaction", read_batch_size: Optional[int] = None,
-                     max_in_flight: int = 2, observation_cache_size: int = 5000,
-                     observation_cache_seconds: float = 3600.0):
-            self.client_factory = client_factory
-            self.merge = merge
-            self.bundle_size = bundle_size
-            #: ids per batch of reads; the DoFn buffers max(bundle_size, read_batch_size)
-            #: items, so a larger read batch means fewer read round trips (each costs ~1 ms
-            #: of fixed overhead on the local server) while transactions keep bundle_size.
-            #: Servers cap batch entries too (Azure 500), so it is a separate knob.
-            self.read_batch_size = read_batch_size or bundle_size
-            self.flush_size = max(bundle_size, self.read_batch_size)
-            self.max_conflict_retries = max_conflict_retries
-            self.bundle_type = bundle_type
-            #: transaction bundles in flight at once per DoFn instance (see ObservationWriter)
-            self.max_in_flight = max_in_flight
-            #: Observations kept per DoFn instance so updates skip the read (0 = none)
-            self.observation_cache_size = observation_cache_size
-            self.observation_cache_seconds = observation_cache_seconds
-            self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
-            self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
-
-        def setup(self):
-            self.client = self.client_factory()
-            self.writer = ObservationWriter(
-                self.client, self.merge, self.bundle_size, read_batch_size=self.read_batch_size,
-                max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
-                on_contention=self.contention.inc, max_in_flight=self.max_in_flight,
-                cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds))
-
-        def start_bundle(self):
-            self.buffer: List[Tuple[WriteItem, Any, Any]] = []
-
-        def process(self, item, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-            if not isinstance(item, WriteItem):
-                item = WriteItem(*item) if isinstance(item, tuple) else WriteItem(item)
-            self.buffer.append((item, window, timestamp))
-            if len(self.buffer) >= self.flush_size:
-                for out, _w, _t in self._flush():
-                    yield out
-
-        def finish_bundle(self):
-            for out, w, t in self._flush():
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, t, [w]))
-                else:
-                    yield WindowedValue(out, t, [w])
-
-        def teardown(self):
-            writer = getattr(self, "writer", None)
-            if writer is not None:
-                writer.close()
-            client = getattr(self, "client", None)
-            if client is not None:
-                client.close()
-
-        def _flush(self):
-            buffered, self.buffer = self.buffer, []
-            if not buffered:
-                return []
-            results = self.writer.write([b[0] for b in buffered])
-            outs = []
-            for (item, w, t), res in zip(buffered, results):
-                rid = item.observation.get("id")
-                if res.outcome == FAILED:
-                    Metrics.counter("Errors", error_type_of(res.error)).inc()
-                    outs.append((beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                        STAGE_FHIR_WRITE, res.error, item.observation,
-                        {"status": getattr(res.error, "status", None)})), w, t))
-                else:
-                    self.saved[res.outcome].inc()
-                outs.append(({"id": rid, "outcome": res.outcome}, w, t))
-            return outs
+    def expand(self, items):
+        shards = self.shards
+        return (items
+                | "OneWindow" >> beam.WindowInto(window.GlobalWindows())
+                | "ById" >> beam.Map(lambda it: (shard_of(_as_item(it).observation["id"], shards), it))
+                | "Write" >> beam.ParDo(WriteObservationsFn(
+                    self.client_factory, self.merge, **self.writer_kwargs))
+                .with_outputs(DEAD_LETTER_TAG, main="outcomes"))
