@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import window
 
 from pipelines.options import IomtFhirOptions
-from pipelines.runners import resolve_runner_aliases
+from pipelines.runners import fill_cached_runner_artifacts, resolve_runner_aliases
 from pipelines.run_summary import SUMMARY_COUNTERS  # noqa: F401  (importable from here, as before)
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.group import GroupMeasurements, window_for_mapping
@@ -195,7 +195,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
     if run_help.BEAM_HELP_FLAG in argv:
         run_help.print_beam_help()
         return 0
-    argv = resolve_runner_aliases(argv)
+    argv = fill_cached_runner_artifacts(resolve_runner_aliases(argv))
     run_help.check_values(argv)
     options = PipelineOptions(argv)
     opts = options.view_as(IomtFhirOptions)

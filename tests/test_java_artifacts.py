@@ -1,0 +1,48 @@
+"""Launcher jars and the cache layout of pipelines/java_artifacts.py; the pins agree."""
+import re
+import zipfile
+
+import pytest
+
+from conftest import REPO
+from pipelines import java_artifacts
+
+
+def test_manifest_lines_are_folded_at_72_bytes():
+    text = java_artifacts.manifest("a.B", ["lib/%03d-some-long-artifact-name-1.2.3.jar" % i for i in range(40)])
+    lines = text.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 72
+    unfolded = text.replace(b"\r\n ", b"")
+    assert b"Main-Class: a.B\r\n" in unfolded
+    assert b"lib/039-some-long-artifact-name-1.2.3.jar\r\n" in unfolded
+
+
+def test_launcher_jar_class_path_is_relative_to_the_jar(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("b.jar", "a.jar", "notes.txt"):
+        (lib / name).write_bytes(b"")
+    out = tmp_path / "run.jar"
+    java_artifacts.write_launcher_jar(str(out), "x.Main", str(lib))
+    with zipfile.ZipFile(out) as jar:
+        text = jar.read("META-INF/MANIFEST.MF").replace(b"\r\n ", b"").decode()
+    assert "Class-Path: lib/a.jar lib/b.jar\r\n" in text
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError):
+        java_artifacts.write_launcher_jar(str(tmp_path / "x.jar"), "x.Main", str(tmp_path / "empty"))
+
+
+def test_paths_are_none_until_setup_fetched_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("IOMT_CACHE", str(tmp_path))
+    assert (java_artifacts.flink_job_server_jar(), java_artifacts.kafka_expansion_service_jar(),
+            java_artifacts.prism_binary()) == (None, None, None)
+
+
+def test_java_and_go_pins_are_the_installed_beam():
+    """A job server or Prism of another Beam version may not speak this SDK's runner API."""
+    pom = (REPO / "scripts/java/pom.xml").read_text()
+    gomod = (REPO / "scripts/prism/go.mod").read_text()
+    version = java_artifacts.beam_version()
+    assert re.search(r"<beam.version>(.*)</beam.version>", pom).group(1) == version
+    assert re.search(r"github.com/apache/beam/sdks/v2 v(\S+)", gomod).group(1) == version
+    assert re.search(r"<flink.version>(.*)</flink.version>", pom).group(1) == java_artifacts.FLINK_VERSION

@@ -1,0 +1,84 @@
+"""The launcher's runner argv: aliases, and the cached Flink job server / Prism filled in
+only when the user did not choose (pipelines/runners.py)."""
+import pytest
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
+
+from pipelines import java_artifacts
+from pipelines.options import IomtFhirOptions
+from pipelines.runners import FN_API_RUNNER, fill_cached_runner_artifacts, resolve_runner_aliases
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A cache as scripts/setup-java and scripts/setup-prism leave it, for the installed Beam."""
+    monkeypatch.setenv("IOMT_CACHE", str(tmp_path))
+    version = java_artifacts.beam_version()
+    jdir = tmp_path / "java" / ("beam-" + version)
+    jdir.mkdir(parents=True)
+    (jdir / java_artifacts.FLINK_JOB_SERVER_JAR).write_bytes(b"PK")
+    (jdir / java_artifacts.EXPANSION_SERVICE_JAR).write_bytes(b"PK")
+    prism = tmp_path / "prism" / version / "prism"
+    prism.parent.mkdir(parents=True)
+    prism.write_bytes(b"")
+    prism.chmod(0o755)
+    return {"jar": str(jdir / java_artifacts.FLINK_JOB_SERVER_JAR), "prism": str(prism)}
+
+
+def test_fnapirunner_alias():
+    assert resolve_runner_aliases(["--runner=fnapirunner"]) == ["--runner=" + FN_API_RUNNER]
+    assert resolve_runner_aliases(["--runner", "FnApiRunner"]) == ["--runner", FN_API_RUNNER]
+
+
+@pytest.mark.parametrize("runner", ["--runner=FlinkRunner", "--runner=flink",
+                                    "--runner=apache_beam.runners.portability.flink_runner.FlinkRunner"])
+def test_flink_gets_the_cached_job_server(cache, runner):
+    argv = fill_cached_runner_artifacts([runner, "--flink_master=[local]"])
+    assert PipelineOptions(argv).view_as(FlinkRunnerOptions).flink_job_server_jar == cache["jar"]
+
+
+@pytest.mark.parametrize("given", [["--flink_job_server_jar=/my.jar"], ["--flink_job_server_jar", "/my.jar"],
+                                   ["--flink-job-server-jar=/my.jar"]])
+def test_a_job_server_the_user_gave_wins(cache, given):
+    argv = ["--runner", "FlinkRunner"] + given
+    assert fill_cached_runner_artifacts(argv) == argv
+
+
+def test_no_cached_jar_for_an_uber_jar_submission(cache):
+    """The uber-jar path uploads the jar to the cluster; the launcher jar is only a manifest."""
+    argv = ["--runner=FlinkRunner", "--flink_master=host:8081", "--flink_submit_uber_jar"]
+    assert fill_cached_runner_artifacts(argv) == argv
+
+
+@pytest.mark.parametrize("runner", ["PrismRunner", "DirectRunner", "direct"])
+def test_prism_and_direct_get_the_cached_prism(cache, runner):
+    argv = fill_cached_runner_artifacts(["--runner=" + runner])
+    assert argv == ["--runner=" + runner, "--prism_location=" + cache["prism"]]
+    assert fill_cached_runner_artifacts(["--runner=PrismRunner", "--prism_location=/p"]) == [
+        "--runner=PrismRunner", "--prism_location=/p"]
+
+
+@pytest.mark.parametrize("runner", ["--runner=" + FN_API_RUNNER, "--runner=DataflowRunner",
+                                    "--runner=BundleBasedDirectRunner"])
+def test_other_runners_are_left_alone(cache, runner):
+    assert fill_cached_runner_artifacts([runner, "--output=o"]) == [runner, "--output=o"]
+
+
+def test_nothing_cached_leaves_beams_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("IOMT_CACHE", str(tmp_path / "empty"))
+    for runner in ("FlinkRunner", "PrismRunner"):
+        assert fill_cached_runner_artifacts(["--runner=" + runner]) == ["--runner=" + runner]
+
+
+@pytest.mark.parametrize("output", [["--output=/tmp/obs"], ["--output", "/tmp/obs"]])
+def test_output_does_not_become_beams_output_executable_path(tmp_path, monkeypatch, output):
+    """Found on Flink: Beam's PortableOptions view prefix-matches --output to
+    --output_executable_path, and the runner then writes a jar there instead of running."""
+    monkeypatch.setenv("IOMT_CACHE", str(tmp_path))
+    argv = fill_cached_runner_artifacts(["--runner=FlinkRunner"] + output)
+    options = PipelineOptions(argv)
+    assert not options.view_as(PortableOptions).output_executable_path
+    assert options.view_as(IomtFhirOptions).output == "/tmp/obs"
+    assert PipelineOptions(["--runner=FlinkRunner"] + output).view_as(
+        PortableOptions).output_executable_path == "/tmp/obs"  # what Beam does on its own
+    mine = ["--runner=FlinkRunner", "--output=o", "--output_executable_path=/x.jar"]
+    assert fill_cached_runner_artifacts(mine) == mine
