@@ -21,6 +21,9 @@ setup(
         "requests>=2.31",
         "azure-eventhub>=5.11",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # confluent-kafka: the simulator's Kafka sender (librdkafka wheels: idempotent producer,
+    # SASL_SSL for Event Hubs' Kafka endpoint); not needed by the pipeline itself.
+    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3"],
+                    "simulator": ["confluent-kafka>=2.3"]},
     entry_points={"console_scripts": ["iomt-fhir=pipelines.cli:main"]},
 )

@@ -37,7 +37,8 @@ from pipelines.options import IomtFhirOptions
 from transforms import amqp_values
 from transforms.device_event import DeviceEvent
 from transforms.kafka_source import (CONNECTION_STRING_ENV, ENV_CONFIG_PROVIDER, KafkaSource, KafkaSourceError,
-                                     ReadKafkaDeviceEvents, parse_connection_string, record_to_event)
+                                     ReadKafkaDeviceEvents, eventhubs_bootstrap, parse_connection_string,
+                                     record_to_event)
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.normalize import Normalize
 from transforms.sources import ReadDeviceEvents, SourceError, kafka_source_from_options
@@ -114,6 +115,21 @@ def test_parse_connection_string_host_and_entity():
     assert parse_connection_string(
         "endpoint=sb://x.servicebus.windows.net:5671/;sharedaccesskeyname=a;sharedaccesskey=b;entitypath=h"
     ) == ("x.servicebus.windows.net", "h")
+
+
+def test_eventhubs_bootstrap_port():
+    assert eventhubs_bootstrap(SECRET) == "demo-ns.servicebus.windows.net:9093"
+    # an Azure namespace's Endpoint may name its AMQP port: Kafka is still 9093
+    assert eventhubs_bootstrap(
+        "Endpoint=sb://x.servicebus.windows.net:5671/;SharedAccessKeyName=a;SharedAccessKey=b") == (
+        "x.servicebus.windows.net:9093")
+    local = "Endpoint=sb://127.0.0.1:19093/;SharedAccessKeyName=a;SharedAccessKey=b"
+    assert eventhubs_bootstrap(local) == "127.0.0.1:19093"
+    assert KafkaSource(topic="d").resolve({CONNECTION_STRING_ENV: local})[1]["bootstrap.servers"] == (
+        "127.0.0.1:19093")
+    with pytest.raises(KafkaSourceError) as info:
+        eventhubs_bootstrap("Endpoint=sb://h:x9/;SharedAccessKeyName=a;SharedAccessKey=SECRETKEY")
+    assert "SECRETKEY" not in str(info.value)
 
 
 def test_source_and_transform_hold_no_secret_in_repr_str_or_pickle(monkeypatch, caplog):

@@ -97,6 +97,23 @@ def parse_connection_string(text: str) -> Tuple[str, Optional[str]]:
     return host, parts.get("entitypath") or None
 
 
+def eventhubs_bootstrap(text: str) -> str:
+    """``host:port`` of an Event Hubs namespace's Kafka endpoint: port 9093 (an Azure
+    namespace's Endpoint may name its AMQP port, 5671, which Kafka does not speak), unless a
+    host outside Azure's ``*.servicebus.*`` names a port (``sb://127.0.0.1:9093/``: a private
+    or local Event Hubs-compatible broker). Errors name no part of the text."""
+    host, _ = parse_connection_string(text)
+    if ".servicebus." in host.lower():
+        return f"{host}:{EVENTHUB_KAFKA_PORT}"
+    endpoint = next((seg.strip().partition("=")[2].strip() for seg in text.split(";")
+                     if seg.strip().lower().startswith("endpoint=")), "")
+    authority = endpoint.split("://", 1)[-1].strip("/").split("/", 1)[0]
+    port = authority.rpartition(":")[2] if ":" in authority else ""
+    if port and not port.isdigit():
+        raise KafkaSourceError(f"{CONNECTION_STRING_ENV} has an Endpoint port that is not a number.")
+    return f"{host}:{port or EVENTHUB_KAFKA_PORT}"
+
+
 @dataclass(frozen=True)
 class KafkaSource:
     """What to read: an Event Hub (no ``bootstrap_servers``) or a plain Kafka topic.
@@ -138,16 +155,18 @@ class KafkaSource:
         if entity and topic != entity:
             raise KafkaSourceError("--eventhub-name differs from the connection string's EntityPath "
                                    "(that key only grants access to its own Event Hub).")
-        return topic, eventhubs_consumer_config(host, self.consumer_group, self.offset_reset,
-                                                self.connection_env)
+        return topic, eventhubs_consumer_config(eventhubs_bootstrap(secret), self.consumer_group,
+                                                self.offset_reset, self.connection_env)
 
 
 def eventhubs_consumer_config(namespace_host: str, consumer_group: str = DEFAULT_CONSUMER_GROUP,
                               offset_reset: str = "earliest",
                               connection_env: str = CONNECTION_STRING_ENV) -> Dict[str, str]:
-    """Kafka consumer config for an Event Hubs namespace; the password is an env placeholder."""
+    """Kafka consumer config for an Event Hubs namespace (``host``, port 9093, or
+    ``host:port``); the password is an env placeholder."""
+    bootstrap = namespace_host if ":" in namespace_host else f"{namespace_host}:{EVENTHUB_KAFKA_PORT}"
     return {
-        "bootstrap.servers": f"{namespace_host}:{EVENTHUB_KAFKA_PORT}",
+        "bootstrap.servers": bootstrap,
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "PLAIN",
         "sasl.jaas.config": (f'{_PLAIN_LOGIN} required username="$ConnectionString" '
