@@ -45,7 +45,10 @@ _BAD_BODIES = ("{this is not json",
                '{"heartRate": "71", "deviceId": "%s", "endDate": "not-a-date"}')
 
 
-def simulated_devices(devices: int) -> List[dict]:
+DEFAULT_DEVICES = 3  # scripts/simulate_devices.py --devices default
+
+
+def simulated_devices(devices: int = DEFAULT_DEVICES) -> List[dict]:
     """The devices the simulator sends for ``--devices N``: ``device-000`` of ``patient-000``
     and so on, kinds cycling watch / blood-pressure cuff / scale. No encounters (the example
     device mapping has no encounter expression)."""

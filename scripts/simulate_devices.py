@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--to", choices=("file", "pubsub", "eventhubs", "kafka"), default="file")
-    p.add_argument("--devices", type=int, default=3)
+    p.add_argument("--devices", type=int, default=simulator.DEFAULT_DEVICES)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--bad", type=_bad, default=0,
                    help="malformed messages: a fraction in [0, 1) of those sent, or a whole count "
