@@ -8,6 +8,8 @@ setup(
                 "with iomt-fhir / MedTech device and FHIR mappings.",
     python_requires=">=3.9",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
+    # The mapping debugger's page and examples, so an installed package serves them.
+    package_data={"pipelines.debugger": ["static/*", "examples/*"]},
     install_requires=[
         "apache-beam[gcp]==2.62.0",
         # On the design card. Runtime JSONPath is our Newtonsoft port (the reference's
@@ -23,7 +25,9 @@ setup(
     ],
     # confluent-kafka: the simulator's Kafka sender (librdkafka wheels: idempotent producer,
     # SASL_SSL for Event Hubs' Kafka endpoint); not needed by the pipeline itself.
-    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3"],
+    # playwright: drives Debian's Chromium in the mapping debugger's browser test (its own
+    # browser download is not used; scripts/setup-chromium installs /usr/bin/chromium).
+    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3", "playwright>=1.40"],
                     "simulator": ["confluent-kafka>=2.3"]},
     entry_points={"console_scripts": ["iomt-fhir=pipelines.cli:main"]},
 )

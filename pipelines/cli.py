@@ -44,18 +44,10 @@ def _open_out(path: Optional[str], default: IO[str]) -> IO[str]:
 
 
 def _lines(stream: IO) -> Iterator[Tuple[int, str]]:
-    """(1-based line number, text) of each non-blank line.
+    """(1-based line number, text) of each non-blank line (``offline.numbered_lines``)."""
+    from transforms.mapping.offline import numbered_lines
 
-    Bytes that are not UTF-8 become U+FFFD, as .NET's ``Encoding.UTF8.GetString`` does
-    for an Event Hub body: one bad line must not stop the others (nor the run).
-    """
-    for number, line in enumerate(stream, 1):
-        if isinstance(line, bytes):
-            line = line.decode("utf-8", errors="replace")
-        if number == 1 and line.startswith("\ufeff"):
-            line = line[1:]
-        if line.strip():
-            yield number, line
+    return numbered_lines(stream)
 
 
 def _error_line(out: IO[str], line: int, exc: BaseException) -> None:
@@ -120,23 +112,10 @@ def cmd_validate(args) -> int:
 
 
 def parse_message(line: str, input_format: str):
-    """One input line -> the message as the reference sees it; raises InvalidDataFormatException."""
-    from transforms.mapping.device_templates import envelope
+    """One input line -> the message as the reference sees it (``offline.parse_message``)."""
+    from transforms.mapping.offline import parse_message as parse
 
-    try:
-        value = json.loads(line)
-    except ValueError:
-        raise InvalidDataFormatException("The message is not valid JSON.") from None
-    except RecursionError:
-        from transforms.mapping.device_templates import TOO_DEEP
-
-        raise InvalidDataFormatException(TOO_DEEP) from None
-    if input_format == "body":
-        return envelope(value)
-    if not isinstance(value, dict):
-        raise InvalidDataFormatException(
-            "An envelope line must be a JSON object with Body, Properties and SystemProperties.")
-    return envelope(value.get("Body"), value.get("Properties"), value.get("SystemProperties"))
+    return parse(line, input_format)
 
 
 def cmd_normalize(args) -> int:
@@ -144,16 +123,12 @@ def cmd_normalize(args) -> int:
     out = sys.stdout
     stream = _open_input(args.input)
     errors = _open_errors(args.errors)
+    from transforms.mapping.offline import normalize_lines
+
     try:
-        for number, line in _lines(stream):
-            try:
-                message = parse_message(line, args.input_format)
-                measurements = mapping.get_measurements(message)
-            except MappingError as e:
-                _error_line(errors, number, e)
-                continue
-            except Exception as e:  # a bug of ours must not stop the other lines either
-                _error_line(errors, number, e)
+        for number, measurements, exc in normalize_lines(mapping, _lines(stream), args.input_format):
+            if exc is not None:  # a bug of ours must not stop the other lines either
+                _error_line(errors, number, exc)
                 continue
             for m in measurements:
                 out.write(_dump(m.to_json()) + "\n")
@@ -215,6 +190,7 @@ COMMANDS = (
     "pipelines.cli:register_run",                # run
     "pipelines.preflight:register",              # check
     "pipelines.seed_cli:register",               # seed (Patients/Devices for --identity-mode Lookup)
+    "pipelines.debugger.server:register",        # debugger (mapping debugger in the browser)
 )
 
 #: commands that parse their own argv (filled by ``add_passthrough``)

@@ -6,15 +6,68 @@ use the measurement's own ids as those logical ids, so users see exactly the sha
 and grouping their mapping produces. (Against a server, ids come from the identity
 step and so do identifiers and resource ids.)
 """
-from typing import Any, Iterable, Iterator, Optional, Tuple
+import json
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
-from transforms.mapping.errors import TemplateNotFoundException
+from transforms.mapping.errors import InvalidDataFormatException, TemplateNotFoundException
 from transforms.mapping.fhir_values import screen_values
 from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.measurement import Measurement
 
 Failure = Tuple[Any, Exception]  # (where: input line or group key, error)
+
+
+def numbered_lines(lines: Iterable[Union[str, bytes]]) -> Iterator[Tuple[int, str]]:
+    """(1-based line number, text) of each non-blank line (``normalize``'s and the debugger's input).
+
+    Bytes that are not UTF-8 become U+FFFD, as .NET's ``Encoding.UTF8.GetString`` does
+    for an Event Hub body: one bad line must not stop the others (nor the run).
+    """
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        if line.strip():
+            yield number, line
+
+
+def parse_message(line: str, input_format: str):
+    """One input line -> the message as the reference sees it; raises InvalidDataFormatException.
+
+    ``input_format`` ``body``: the line is the message body; ``envelope``: a whole
+    ``{Body, Properties, SystemProperties}`` object.
+    """
+    from transforms.mapping.device_templates import TOO_DEEP, envelope
+
+    try:
+        value = json.loads(line)
+    except ValueError:
+        raise InvalidDataFormatException("The message is not valid JSON.") from None
+    except RecursionError:
+        raise InvalidDataFormatException(TOO_DEEP) from None
+    if input_format == "body":
+        return envelope(value)
+    if not isinstance(value, dict):
+        raise InvalidDataFormatException(
+            "An envelope line must be a JSON object with Body, Properties and SystemProperties.")
+    return envelope(value.get("Body"), value.get("Properties"), value.get("SystemProperties"))
+
+
+def normalize_lines(mapping, numbered: Iterable[Tuple[int, str]], input_format: str = "body"
+                    ) -> Iterator[Tuple[int, Optional[List[Measurement]], Optional[Exception]]]:
+    """``(line, measurements, None)`` per message, or ``(line, None, error)`` when it fails.
+
+    What ``iomt-fhir normalize`` prints and what the browser debugger shows come from
+    here, so the two cannot differ. Any exception of one line (a bug of ours too) is
+    that line's error: the other lines go on.
+    """
+    for number, line in numbered:
+        try:
+            yield number, mapping.get_measurements(parse_message(line, input_format)), None
+        except Exception as e:
+            yield number, None, e
 
 
 def _not_found(type_name: str) -> TemplateNotFoundException:

@@ -139,14 +139,22 @@ def _in_file_order(errors: List[TemplateError]) -> List[TemplateError]:
     return sorted(located, key=lambda e: (e.line == 0, e.line, e.position))
 
 
+def problems_of(device: DeviceMapping, fhir: Optional[Any] = None) -> List[Tuple[str, TemplateError]]:
+    """``(DEVICE | FHIR, located error)`` for loaded mappings: what ``validate`` reports.
+
+    Shared by ``iomt-fhir validate`` (files) and the browser debugger (editor texts).
+    """
+    out = [(DEVICE, e) for e in _in_file_order(device.errors)]
+    if fhir is not None:
+        out += [(FHIR, e) for e in _in_file_order(fhir.errors)]
+        if device.valid and fhir.valid:
+            out += [(side, _located(e)) for side, e in cross_check_by_side(device, fhir)]
+    return out
+
+
 def validate(device_path: str, fhir_path: Optional[str] = None) -> List[Problem]:
     """Every problem of the device mapping and (if given) the FHIR mapping and their fit."""
     device = load_device(device_path)
-    problems = [Problem(device_path, e) for e in _in_file_order(device.errors)]
-    if fhir_path is not None:
-        fhir = load_fhir(fhir_path)
-        problems += [Problem(fhir_path, e) for e in _in_file_order(fhir.errors)]
-        if device.valid and fhir.valid:
-            files = {DEVICE: device_path, FHIR: fhir_path}
-            problems += [Problem(files[side], e) for side, e in cross_check_by_side(device, fhir)]
-    return problems
+    fhir = load_fhir(fhir_path) if fhir_path is not None else None
+    files = {DEVICE: device_path, FHIR: fhir_path}
+    return [Problem(files[side], e) for side, e in problems_of(device, fhir)]
