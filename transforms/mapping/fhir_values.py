@@ -32,10 +32,17 @@ from typing import Dict, List, Tuple
 
 from transforms.mapping.errors import (FhirDataMappingException, InvalidQuantityFhirValueException,
                                        MappingError)
+from transforms.mapping.fhir_templates import parse_quantity_value
 from transforms.mapping.grouping import MeasurementGroup
 from transforms.mapping.measurement import Measurement
 
 _FHIR_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
+# Plain decimals of at most 28 integer digits are valid for both kinds (a finite double,
+# within .NET decimal's range). Device readings repeat (heart rates, SpO2...), so the
+# ones seen are remembered: the common case is one set lookup per value.
+_PLAIN = re.compile(r"-?(?:0|[1-9][0-9]{0,27})(?:\.[0-9]+)?\Z")
+_SEEN_PLAIN: set = set()
+_SEEN_MAX = 16384
 SAMPLED_DATA_CODES = frozenset(("E", "U", "L"))
 # Below this length a decimal without exponent is always a finite double (max ~1.8e308).
 _SHORT = 300
@@ -57,8 +64,6 @@ def is_sampled_data_token(text: str) -> bool:
 
 
 def _is_quantity(text: str) -> bool:
-    from transforms.mapping.fhir_templates import parse_quantity_value
-
     try:
         parse_quantity_value(text)
     except ValueError:
@@ -88,6 +93,19 @@ def _error(kind: str, name: str, raw: str) -> MappingError:
         f"the others are kept.")
 
 
+def _all_plain(group: MeasurementGroup, kinds: Dict[str, str]) -> bool:
+    seen, plain = _SEEN_PLAIN, _PLAIN.match
+    for m in group.measurements:
+        for name, value in m.properties:
+            if value in seen or name not in kinds:
+                continue
+            if plain(value) is None:
+                return False
+            if len(seen) < _SEEN_MAX:
+                seen.add(value)
+    return True
+
+
 def screen_values(template, group: MeasurementGroup) -> Tuple[MeasurementGroup, List[Rejected]]:
     """``(group without bad readings, [(measurement, error)])`` for one measurement group.
 
@@ -97,6 +115,8 @@ def screen_values(template, group: MeasurementGroup) -> Tuple[MeasurementGroup, 
     """
     kinds = numeric_kinds(template)
     if not kinds:
+        return group, []
+    if _all_plain(group, kinds):
         return group, []
     rejected: List[Rejected] = []
     kept: List[Measurement] = []
