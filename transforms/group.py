@@ -33,6 +33,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from transforms.mapping import timeutil
+from transforms.measurement_combine import CollectMeasurements
 
 GroupKey = Tuple[str, str, str, str, str]
 
@@ -87,16 +88,21 @@ class GroupMeasurements(beam.PTransform):
         if self._regroup_late:
             measurements = measurements | "RegroupLate" >> beam.ParDo(
                 RegroupLate(self._window, self._lateness))
+        if measurements.is_bounded and not self._early:
+            # Files: nothing is late or early, so the default trigger fires the same single
+            # pane, and (unlike AfterWatermark without early firings) lets the runner lift the
+            # combiner ahead of the shuffle.
+            when = trigger.DefaultTrigger()
+        else:
+            when = trigger.AfterWatermark(
+                early=trigger.AfterProcessingTime(self._early) if self._early else None,
+                late=trigger.AfterCount(1))
         return (
             measurements
             | "Window" >> beam.WindowInto(
-                window.FixedWindows(self._window),
-                trigger=trigger.AfterWatermark(
-                    early=trigger.AfterProcessingTime(self._early) if self._early else None,
-                    late=trigger.AfterCount(1)),
+                window.FixedWindows(self._window), trigger=when,
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
                 allowed_lateness=self._lateness)
             | "Key" >> beam.Map(lambda m: (group_key(m), m))
-            | "Group" >> beam.GroupByKey()
-            | "List" >> beam.MapTuple(lambda k, ms: (k, list(ms)))
+            | "Group" >> beam.CombinePerKey(CollectMeasurements())
         )
