@@ -9,7 +9,9 @@ messages (``scripts/simulate_devices.py``, the example mappings in ``templates/`
 - ours: ``iomt_to_fhir.main`` with ``--output`` (normalize with the device mapping,
   group, FHIR mapping, fold one Observation per id, write JSON lines) and ``--dead-letter``.
 
-The sides alternate, best of ``--repeat`` counts. Also printed (not in the ratio):
+The sides alternate, best of ``--repeat`` counts. Rates are messages per CPU second
+of this process (FnApiRunner runs the job in it): on a machine shared with other work,
+wall time mostly measures the neighbours; wall times are printed too. Also printed (not in the ratio):
 the same run into the local FHIR server (``scripts/fhir-server``, started here) and
 wall time and peak RSS of ours in a child process at each ``--scale`` (cost should
 grow linearly, memory should not grow with the archive).
@@ -64,8 +66,8 @@ def _baseline_key_time(line: str):
     return (body["deviceId"], kind), when
 
 
-def run_baseline(path: pathlib.Path, out_prefix: str) -> float:
-    t0 = time.perf_counter()
+def run_baseline(path: pathlib.Path, out_prefix: str):
+    t0, c0 = time.perf_counter(), time.process_time()
     with beam.Pipeline(runner=FnApiRunner()) as p:
         _ = (p
              | beam.io.ReadFromText(str(path))
@@ -75,7 +77,7 @@ def run_baseline(path: pathlib.Path, out_prefix: str) -> float:
              | beam.GroupByKey()
              | "Count" >> beam.MapTuple(lambda k, ones: f"{k[0]},{k[1]},{sum(1 for _ in ones)}")
              | beam.io.WriteToText(out_prefix))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def ours_args(path, out_dir, extra=()):
@@ -84,14 +86,14 @@ def ours_args(path, out_dir, extra=()):
             f"--dead-letter={out_dir}/dead", *extra]
 
 
-def run_ours(path: pathlib.Path, out_dir: str, extra=()) -> float:
+def run_ours(path: pathlib.Path, out_dir: str, extra=()):
     from pipelines import iomt_to_fhir
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rc = iomt_to_fhir.main(ours_args(path, out_dir, extra))
     if rc != 0:
         raise SystemExit(f"pipeline exited {rc}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def count_lines(pattern_dir: str, prefix: str) -> int:
@@ -101,8 +103,8 @@ def count_lines(pattern_dir: str, prefix: str) -> int:
 
 def child_run(path: str, out_dir: str) -> None:
     """One run of ours in a fresh process: the parent measures its peak RSS."""
-    t = run_ours(pathlib.Path(path), out_dir, [f"--output={out_dir}/obs"])
-    print(json.dumps({"seconds": t}))
+    wall, cpu = run_ours(pathlib.Path(path), out_dir, [f"--output={out_dir}/obs"])
+    print(json.dumps({"seconds": wall, "cpu_seconds": cpu}))
 
 
 def measure_scale(n: int, work: pathlib.Path) -> dict:
@@ -116,13 +118,13 @@ def measure_scale(n: int, work: pathlib.Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"scale run {n} failed ({proc.returncode})")
-    seconds = json.loads(out.decode().strip().splitlines()[-1])["seconds"]
+    times = json.loads(out.decode().strip().splitlines()[-1])
     path.unlink()
-    return {"messages": count, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"messages": count, "seconds": times["seconds"], "cpu_seconds": times["cpu_seconds"], "peak_rss_mb": usage.ru_maxrss / 1024,
             "observations": count_lines(out_dir, "obs")}
 
 
-def run_fhir(path: pathlib.Path, work: pathlib.Path) -> str:
+def run_fhir(path: pathlib.Path, work: pathlib.Path, n: int) -> str:
     """Ours into the local FHIR server started here (Create mode): time and msgs/s."""
     import socket
 
@@ -146,9 +148,10 @@ def run_fhir(path: pathlib.Path, work: pathlib.Path) -> str:
                 return "FHIR server did not start"
             time.sleep(0.2)
         out_dir = tempfile.mkdtemp(dir=work)
-        t = run_ours(path, out_dir, [f"--fhir-url={base}", "--identity-mode=Create"])
+        wall, cpu = run_ours(path, out_dir, [f"--fhir-url={base}", "--identity-mode=Create"])
         total = requests.get(base + "/Observation", params={"_summary": "count"}, timeout=30).json().get("total")
-        return f"{t:.2f}s Observations on server={total}"
+        return (f"wall {wall:.2f}s cpu {cpu:.2f}s (this process; the server is another) "
+                f"{n / wall:,.0f} msgs/s wall, Observations on server={total}")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -179,21 +182,22 @@ def main():
                 gc.collect()
                 out_dir = tempfile.mkdtemp(dir=work)
                 if side == "baseline":
-                    t = run_baseline(path, f"{out_dir}/counts")
+                    wall, t = run_baseline(path, f"{out_dir}/counts")
                     best_base = min(best_base, t)
                     detail = f"groups={count_lines(out_dir, 'counts')}"
                 else:
-                    t = run_ours(path, out_dir, [f"--output={out_dir}/obs"])
+                    wall, t = run_ours(path, out_dir, [f"--output={out_dir}/obs"])
                     best_ours = min(best_ours, t)
                     detail = (f"observations={count_lines(out_dir, 'obs')} "
                               f"dead_letters={count_lines(out_dir, 'dead')}")
-                print(f"run {i + 1} {side:8s} {t:7.2f}s {n / t:9,.0f} msgs/s  {detail}", flush=True)
+                print(f"run {i + 1} {side:8s} cpu {t:7.2f}s {n / t:9,.0f} msgs/s  (wall {wall:7.2f}s)  {detail}",
+                      flush=True)
         if not a.no_fhir:
-            print(f"ours into the local FHIR server (not in the ratio): {run_fhir(path, work)}", flush=True)
+            print(f"ours into the local FHIR server (not in the ratio): {run_fhir(path, work, n)}", flush=True)
         for scale in a.scale:
             r = measure_scale(scale, work)
-            print(f"scale messages={r['messages']} seconds={r['seconds']:.2f} "
-                  f"msgs_per_s={r['messages'] / r['seconds']:,.0f} peak_rss_mb={r['peak_rss_mb']:.0f} "
+            print(f"scale messages={r['messages']} cpu_seconds={r['cpu_seconds']:.2f} wall_seconds={r['seconds']:.2f} "
+                  f"msgs_per_s={r['messages'] / r['cpu_seconds']:,.0f} peak_rss_mb={r['peak_rss_mb']:.0f} "
                   f"observations={r['observations']}", flush=True)
         ours_rate, base_rate = n / best_ours, n / best_base
         print(f"ratio={ours_rate / base_rate:.3f} msgs_per_s={ours_rate:.0f} baseline_msgs_per_s={base_rate:.0f}")
