@@ -11,6 +11,8 @@ import http.client
 import json
 import pathlib
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -293,3 +295,28 @@ def test_command_line_files_start_the_editors(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_command_prints_its_url_and_serves_the_files_it_was_given(tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text(ALL_TYPES_MESSAGES)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "debugger", "--port", "0",
+                             "--messages", str(tmp_path / "in.jsonl"), "--input-format", "envelope"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.match(r"Mapping debugger: (http://127\.0\.0\.1:\d+/) ", line).group(1)
+        with urllib.request.urlopen(url + "api/start", timeout=10) as r:
+            assert json.loads(r.read())["initial"] == {"messages": ALL_TYPES_MESSAGES, "inputFormat": "envelope"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "in.jsonl" not in proc.stderr.read()
+    # a file it cannot read, a port it cannot have: one line, exit 2
+    assert cli.main(["debugger", "--device-mapping", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.strip().endswith("No such file or directory")
+    busy = debugger_server.make_server(port=0)
+    try:
+        assert cli.main(["debugger", "--port", str(busy.server_address[1])]) == 2
+        assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    finally:
+        busy.server_close()

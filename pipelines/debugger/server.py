@@ -175,10 +175,9 @@ def _read(path: Optional[str], what: str) -> Optional[str]:
         with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except OSError as e:
-        from pipelines.cli import EXIT_INVALID
+        from pipelines.launch_errors import LaunchError
 
-        print(f"iomt-fhir: error: cannot read the {what} {path}: {e.strerror or e}", file=sys.stderr)
-        raise SystemExit(EXIT_INVALID)
+        raise LaunchError(f"cannot read the {what} {path}: {e.strerror or e}") from None
 
 
 def cmd_debugger(args) -> int:
@@ -190,11 +189,9 @@ def cmd_debugger(args) -> int:
     try:
         server = make_server(args.host, args.port, initial)
     except OSError as e:
-        from pipelines.cli import EXIT_INVALID
+        from pipelines.launch_errors import LaunchError
 
-        print(f"iomt-fhir: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
-              file=sys.stderr)
-        return EXIT_INVALID
+        raise LaunchError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     if args.host not in LOOPBACK_HOSTS:
         print(f"iomt-fhir debugger: listening on {args.host}: anyone who can reach this address "
               "can use it (it reads no files and stores nothing)", file=sys.stderr)

@@ -122,7 +122,7 @@ function setStatus(text, kind) {
   const status = document.getElementById("status");
   status.textContent = text;
   status.className = "status " + (kind || "");
-  document.body.dataset.state = kind || "";
+  document.body.dataset.state = (kind || "").split(" ")[0];
 }
 
 function schedule() {
@@ -157,7 +157,7 @@ async function run() {
   const errors = answer.problems.filter((p) => p.severity === "error").length;
   setStatus(`${errors ? errors + " mapping error" + (errors > 1 ? "s" : "") : "mappings valid"} · ` +
             `${answer.measurements.length} measurements · ${answer.observations.length} Observations · ${ms} ms`,
-            "done");
+            errors ? "done invalid" : "done");
   document.body.dataset.runs = String(Number(document.body.dataset.runs || 0) + 1);
 }
 
