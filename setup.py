@@ -12,6 +12,13 @@ setup(
     package_data={"pipelines.debugger": ["static/*", "examples/*"]},
     install_requires=[
         "apache-beam[gcp]==2.62.0",
+        # aws/azure: Beam's s3:// and azfs:// filesystems, where device archives live
+        # (Event Hubs Capture writes to Blob Storage / ADLS).
+        "apache-beam[aws,azure]==2.62.0",
+        # JSON-array archives: a well-kept incremental parser (C backend, yajl2_c) so a
+        # file of hundreds of MB is never held in memory; json.JSONDecoder has no
+        # incremental mode and a hand-written tokenizer would be slower and ours to fix.
+        "ijson>=3.2",
         # On the design card. Runtime JSONPath is our Newtonsoft port (the reference's
         # semantics differ from jsonpath-ng's); jsonpath-ng is the oracle in the tests.
         "jsonpath-ng>=1.6",
@@ -27,7 +34,9 @@ setup(
     # SASL_SSL for Event Hubs' Kafka endpoint); not needed by the pipeline itself.
     # playwright: drives Debian's Chromium in the mapping debugger's browser test (its own
     # browser download is not used; scripts/setup-chromium installs /usr/bin/chromium).
-    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3", "playwright>=1.40"],
+    # moto[server], gcp-storage-emulator: storage emulators the archive tests start on loopback.
+    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3", "playwright>=1.40",
+                             "moto[server]>=5", "gcp-storage-emulator>=2024.8"],
                     "simulator": ["confluent-kafka>=2.3"]},
     entry_points={"console_scripts": ["iomt-fhir=pipelines.cli:main"]},
 )

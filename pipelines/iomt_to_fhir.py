@@ -103,8 +103,9 @@ class ServerIdentityFactory:
 def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: str,
           streaming: bool = False) -> Dict[str, beam.PCollection]:
     """Wire the pipeline onto ``p``; returns its main PCollections (for tests and sinks)."""
-    events = p | "Read" >> ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription,
-                                            kafka_source_from_options(opts))
+    reader = ReadDeviceEvents(opts.input, opts.input_format, opts.pubsub_subscription,
+                              kafka_source_from_options(opts))
+    events = p | "Read" >> reader
     normalized = events | "Normalize" >> Normalize(device_text)
     fhir_mapping = load_fhir_mapping(fhir_text).ensure_valid()
     window_seconds = opts.window_seconds or window_for_mapping(fhir_mapping)
@@ -118,6 +119,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     converted = groups | "ToObservations" >> ToObservations(fhir_text, identity)
     dead_letters = [normalized[DEAD_LETTER_TAG],
                     converted[DEAD_LETTER_TAG] | "DeadLetterWindow" >> beam.WindowInto(window.GlobalWindows())]
+    if reader.dead_letters is not None:  # files that could not be read (stage "read")
+        dead_letters.append(reader.dead_letters)
     out = {"measurements": normalized.measurements, "write_items": converted.observations}
     if opts.fhir_url:
         from transforms.write_fhir import DEFAULT_FLUSH_SECONDS, MappingMerge, WriteToFhir

@@ -20,10 +20,12 @@ class IomtFhirOptions(PipelineOptions):
 
         s = parser.add_argument_group(
             "source (exactly one of --input, --pubsub_subscription, --kafka_topic / --eventhub_name)")
-        s.add_argument("--input", help="file pattern of JSON-lines device messages (historical backfill)")
+        s.add_argument("--input", help="file pattern of device archives on any Beam filesystem (historical backfill)")
         s.add_argument("--input_format", "--input-format", dest="input_format",
-                       choices=("body", "envelope"), default="body",
-                       help="body: each line is a message body; envelope: {Body, Properties, SystemProperties}")
+                       choices=("body", "envelope", "json-array", "capture-avro"), default="body",
+                       help="body: each line is a message body; envelope: each line is {Body, Properties, "
+                            "SystemProperties}; json-array: each file is one JSON array of bodies; "
+                            "capture-avro: Event Hubs Capture / IoT Hub routing Avro files")
         s.add_argument("--pubsub_subscription", "--pubsub-subscription", dest="pubsub_subscription",
                        help="projects/P/subscriptions/S (streaming)")
         s.add_argument("--kafka_topic", "--kafka-topic", "--eventhub_name", "--eventhub-name",

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 DEAD_LETTER_TAG = "dead_letter"
 
+STAGE_READ = "read"  # a file (or one record of it) that could not be read; payload: where, never content
 STAGE_NORMALIZATION = "normalization"
 STAGE_GROUPING = "grouping"
 STAGE_FHIR_CONVERSION = "fhir_conversion"

@@ -35,7 +35,11 @@ class DeviceEvent(NamedTuple):
         if not isinstance(value, dict):
             raise InvalidDataFormatException(
                 "An envelope must be a JSON object with Body, Properties and SystemProperties.")
-        return envelope(value.get("Body"), value.get("Properties"), value.get("SystemProperties"))
+        system = value.get("SystemProperties")
+        if self.system_properties and (system is None or isinstance(system, dict)):
+            # The reader's entries (the source file) are added to the envelope's own.
+            system = {**system, **self.system_properties} if system else self.system_properties
+        return envelope(value.get("Body"), value.get("Properties"), system)
 
     def payload(self) -> Dict[str, Any]:
         """JSON-safe copy of the event for a dead-letter record (body kept verbatim)."""

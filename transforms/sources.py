@@ -3,20 +3,20 @@
 Each source maps its metadata onto the reference's envelope so templates written
 for Event Hubs keep working: application properties / attributes -> ``Properties``,
 broker metadata -> ``SystemProperties``, enqueue / publish time -> ``IngestionTimeUtc``.
-Files are the historical backfill path (JSON lines, any Beam filesystem incl. gs://).
+Files are the historical backfill path (``transforms.read_files``: JSON lines, JSON arrays,
+Event Hubs Capture / IoT Hub routing Avro on any Beam filesystem); only files have
+read failures, so only they set ``ReadDeviceEvents.dead_letters``.
 Event Hubs / Kafka lives in ``transforms.kafka_source`` (it has its own secret handling).
 """
 import datetime as _dt
 
 import apache_beam as beam
 
+from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.device_event import DeviceEvent
 from transforms.kafka_source import KafkaSource, ReadKafkaDeviceEvents
 from transforms.mapping import timeutil
-
-
-def _file_event(line: str, is_envelope: bool) -> DeviceEvent:
-    return DeviceEvent(body=line, is_envelope=is_envelope)
+from transforms.read_files import ReadArchiveFiles
 
 
 def _pubsub_event(msg) -> DeviceEvent:
@@ -41,7 +41,11 @@ _SOURCE_FLAGS = ("--input", "--pubsub-subscription", "--kafka-topic / --eventhub
 
 
 class ReadDeviceEvents(beam.PTransform):
-    """Reads the one source the options name."""
+    """Reads the one source the options name; the output is the ``DeviceEvent`` PCollection.
+
+    After it is applied, ``dead_letters`` holds the read-stage dead letters (files that could
+    not be read) for a file source and is ``None`` otherwise: the events stay the transform's
+    one output, as every caller uses them, and the pipeline adds the dead letters to its own."""
 
     def __init__(self, input_pattern=None, input_format="body", pubsub_subscription=None,
                  kafka: KafkaSource = None):
@@ -52,18 +56,19 @@ class ReadDeviceEvents(beam.PTransform):
             raise SourceError("Choose exactly one source: " + ", ".join(_SOURCE_FLAGS) + " (given: "
                               + (", ".join(given) or "none") + ").")
         self._input = input_pattern
-        self._envelope = input_format == "envelope"
+        self._format = input_format
+        self.dead_letters = None
+        # Built now so an unknown --input-format stops the launch.
+        self._files = ReadArchiveFiles(input_pattern, input_format) if input_pattern else None
         self._subscription = pubsub_subscription
         # Built now so a misconfigured Kafka source stops the launch before anything runs.
         self._kafka = ReadKafkaDeviceEvents(kafka) if kafka else None
 
     def expand(self, pbegin):
-        if self._input:
-            envelope = self._envelope
-            return (pbegin
-                    | "ReadFiles" >> beam.io.ReadFromText(self._input)
-                    | "SkipBlank" >> beam.Filter(lambda line: line.strip() != "")
-                    | "ToEvent" >> beam.Map(_file_event, envelope))
+        if self._files:
+            read = pbegin | "ReadFiles" >> self._files
+            self.dead_letters = read[DEAD_LETTER_TAG]
+            return read.events
         if self._kafka:
             return pbegin | "ReadKafka" >> self._kafka
         return (pbegin
