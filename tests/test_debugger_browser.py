@@ -78,8 +78,9 @@ def _cursor_line(page, selector: str) -> int:
 
 def test_type_an_error_see_it_at_its_line_fix_it_see_the_observation(page, tmp_path):
     heart = next(e for e in examples() if e["id"] == "heartrate")
+    before = _runs(page)
     page.select_option("#example", "heartrate")
-    page.wait_for_selector("#observations .card.observation")
+    _wait_for_run_after(page, before)
     assert page.locator("#observations .card.observation").count() == 1
 
     fhir = page.locator('textarea[data-file="fhir"]')
