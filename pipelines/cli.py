@@ -191,6 +191,7 @@ COMMANDS = (
     "pipelines.preflight:register",              # check
     "pipelines.seed_cli:register",               # seed (Patients/Devices for --identity-mode Lookup)
     "pipelines.debugger.server:register",        # debugger (mapping debugger in the browser)
+    "pipelines.replay:register",                 # replay
 )
 
 #: commands that parse their own argv (filled by ``add_passthrough``)

@@ -1,14 +1,49 @@
-"""``iomt-fhir replay``: re-drive dead letters from where they failed (placeholder: hint only)."""
+"""``iomt-fhir replay``: re-drive dead letters from where they failed, after the cause is fixed.
+
+Each record goes back in at its own stage, through the same code the pipeline runs
+(``NormalizeDoFn``, ``ToObservationsDoFn``, ``ObservationWriter``), so a replay cannot
+drift from what a run would do:
+
+* ``normalization`` / ``read`` -- the raw message (body, properties, system properties,
+  ingestion time) through the whole chain: normalize, group, convert, write;
+* ``grouping`` / ``fhir_conversion`` / ``identity`` -- the group's measurements, from
+  grouping on;
+* ``fhir_write`` -- the Observation straight to the writer, which reads what the server
+  holds now and merges the record's data into it (``If-Match``); a record without its
+  measurement group (written by an older version) is only written where nothing exists.
+
+Writes are the pipeline's create-or-merge, so replaying the same records twice writes
+nothing the second time. What fails again is written, in the same record shape, under a
+new prefix (never into the files being replayed) and the summary says how many of each
+stage were recovered. Exit 0 all recovered, 1 some failed again, 2 refused at launch.
+
+Why in this process, not as a Beam job: dead letters are a small remainder of a run, and
+an operator replays them right after a fix and wants the answer on the terminal; the
+records are read as a stream and only measurements are held (grouped by device and type).
+"""
+import collections
+import datetime
+import json
+import logging
 import shlex
+import sys
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
+
+log = logging.getLogger(__name__)
+
+MESSAGE_STAGES = ("read", "normalization")
+MEASUREMENT_STAGES = ("grouping", "fhir_conversion", "identity")
+WRITE_STAGES = ("fhir_write",)
+STAGES = MESSAGE_STAGES + MEASUREMENT_STAGES + WRITE_STAGES
 
 
 def replay_hint(opts) -> str:
-    """The command that replays this run's dead letters (same mappings and destination)."""
+    """The command that replays a run's dead letters (same mappings and destination)."""
     if not getattr(opts, "dead_letter", None):
         return ""
     parts = ["iomt-fhir", "replay", "--dead-letter", f"{opts.dead_letter}*",
              "--device-mapping", opts.device_mapping, "--fhir-mapping", opts.fhir_mapping]
-    if opts.fhir_url:
+    if getattr(opts, "fhir_url", None):
         parts += ["--fhir-url", opts.fhir_url]
         if opts.fhir_auth and opts.fhir_auth != "none":
             parts += ["--fhir-auth", opts.fhir_auth]
@@ -16,4 +51,290 @@ def replay_hint(opts) -> str:
             parts += ["--identity-mode", opts.identity_mode]
         if opts.device_identifier_system:
             parts += ["--device-identifier-system", opts.device_identifier_system]
-    return " ".join(shlex.quote(p) for p in parts)
+        return " ".join(shlex.quote(p) for p in parts)
+    return " ".join(shlex.quote(p) for p in parts) + " --fhir-url URL"
+
+
+# -- reading ---------------------------------------------------------------------------------
+def read_records(pattern: str) -> Iterator[Tuple[str, int, Optional[dict]]]:
+    """``(file, line, record or None if the line is not a JSON object)`` of every matching file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.launch_errors import LaunchError
+
+    try:
+        files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception as e:
+        raise LaunchError(f"--dead-letter {pattern!r}: cannot list files: {type(e).__name__}") from None
+    if not files:
+        raise LaunchError(f"--dead-letter {pattern!r} matches no file (quote the glob, e.g. "
+                          "--dead-letter 'out/dead-letter*')")
+    for path in files:
+        try:
+            handle = FileSystems.open(path)
+        except (IsADirectoryError, OSError):
+            continue
+        with handle:
+            for number, raw in enumerate(handle, 1):
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                yield path, number, record if isinstance(record, dict) and "stage" in record else None
+
+
+def default_new_prefix(pattern: str, now: Optional[datetime.datetime] = None) -> str:
+    """A fresh prefix beside the replayed files that the same pattern does not match."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    head = pattern.rsplit("/", 1)[0] if "/" in pattern else "."
+    return f"{head}/replayed-{now.strftime('%Y%m%dT%H%M%SZ')}/dead-letter"
+
+
+# -- the replay ------------------------------------------------------------------------------
+class StageCount:
+    __slots__ = ("records", "failed")
+
+    def __init__(self):
+        self.records = 0
+        self.failed = 0
+
+    @property
+    def recovered(self) -> int:
+        return self.records - self.failed
+
+
+class ReplayResult:
+    def __init__(self):
+        self.stages: Dict[str, StageCount] = collections.defaultdict(StageCount)
+        self.written: Dict[str, int] = collections.Counter()
+        self.failures: List[dict] = []  # new dead-letter records
+        self.unreadable = 0
+
+    @property
+    def failed_records(self) -> int:
+        return sum(s.failed for s in self.stages.values()) + self.unreadable
+
+    def lines(self, new_prefix: str) -> List[str]:
+        order = [s for s in STAGES if s in self.stages] + sorted(set(self.stages) - set(STAGES))
+        total = sum(self.stages[s].records for s in order)
+        out = [f"replay: {total} dead-letter record(s)"
+               + (f", {self.unreadable} unreadable line(s)" if self.unreadable else "")]
+        out.append("recovered: " + (", ".join(f"{s} {self.stages[s].recovered}/{self.stages[s].records}"
+                                              for s in order) or "nothing to replay"))
+        out.append("written: " + " ".join(f"{k}={self.written.get(k, 0)}" for k in ("created", "updated", "unchanged")))
+        if self.failures:
+            kinds = collections.Counter((r["stage"], r["error_type"]) for r in self.failures)
+            out.append(f"failed again: {len(self.failures)} record(s) in {new_prefix}.jsonl: "
+                       + ", ".join(f"{s}/{t}={n}" for (s, t), n in sorted(kinds.items())))
+        else:
+            out.append("failed again: none")
+        return out
+
+
+def _key(measurement_json: dict) -> str:
+    return json.dumps(measurement_json, sort_keys=True, default=str)
+
+
+class Replayer:
+    """Re-drives records through the pipeline's own steps; see the module docstring."""
+
+    def __init__(self, device_text: str, fhir_text: str, identity_factory, writer):
+        from transforms.normalize import NormalizeDoFn
+        from transforms.to_observations import ToObservationsDoFn
+
+        self.normalize = NormalizeDoFn(device_text)
+        self.normalize.setup()
+        self.convert = ToObservationsDoFn(fhir_text, identity_factory)
+        self.convert.setup()
+        self.writer = writer
+
+    def replay(self, records: Iterable[Tuple[str, int, Optional[dict]]]) -> ReplayResult:
+        import apache_beam as beam
+        from transforms.dead_letter import observation_group_from_json
+        from transforms.device_event import DeviceEvent
+        from transforms.group import group_key
+        from transforms.mapping.measurement import Measurement
+        from transforms.fhir.writer import WriteItem
+
+        result = ReplayResult()
+        origin: List[str] = []  # record index -> its stage
+        failed: Set[int] = set()
+        by_key: Dict[tuple, List[Tuple[Measurement, int]]] = collections.defaultdict(list)
+        writes: List[Tuple[object, Set[int]]] = []
+
+        def fail_again(index: Optional[int], record: dict) -> None:
+            result.failures.append(record)
+            if index is not None:
+                failed.add(index)
+
+        for _path, _line, record in records:
+            if record is None:
+                result.unreadable += 1
+                continue
+            stage = record.get("stage")
+            index = len(origin)
+            origin.append(stage)
+            result.stages[stage].records += 1
+            payload = record.get("payload")
+            try:
+                if stage in MESSAGE_STAGES:
+                    event = DeviceEvent(body=payload["body"], properties=payload.get("properties"),
+                                        system_properties=payload.get("system_properties"),
+                                        ingestion_time=payload.get("ingestion_time"),
+                                        is_envelope=bool(payload.get("is_envelope")))
+                    for out in self.normalize.process(event):
+                        if isinstance(out, beam.pvalue.TaggedOutput):
+                            fail_again(index, out.value)
+                        else:
+                            m = out.value
+                            by_key[group_key(m)].append((m, index))
+                elif stage in MEASUREMENT_STAGES:
+                    for obj in payload:
+                        m = Measurement.from_json(obj)
+                        by_key[group_key(m)].append((m, index))
+                elif stage in WRITE_STAGES:
+                    attrs = record.get("attributes") or {}
+                    item = WriteItem(payload, attrs.get("template_name"),
+                                     observation_group_from_json(attrs.get("group")))
+                    writes.append((item, {index}))
+                else:
+                    fail_again(index, record)  # a stage this version does not know: kept as it was
+            except Exception as e:  # a record whose payload is not what its stage stores
+                from transforms.dead_letter import dead_letter
+                fail_again(index, dead_letter(stage or "read", e, payload, record.get("attributes")))
+
+        for key, pairs in by_key.items():
+            sources: Dict[str, Set[int]] = collections.defaultdict(set)
+            for m, index in pairs:
+                sources[_key(m.to_json())].add(index)
+            measurements = [m for m, _ in pairs]
+            for out in self.convert.process((key, measurements)):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    hit = set().union(*(sources.get(_key(obj), set()) for obj in out.value["payload"]))
+                    fail_again(None, out.value)
+                    failed.update(hit)
+                else:
+                    group = out.group
+                    hit = {i for m, i in pairs if group is None or group.start <= m.occurrence_time <= group.end}
+                    writes.append((out, hit or {i for _, i in pairs}))
+
+        if writes:
+            self._write(writes, result, fail_again, failed)
+        for index in failed:
+            result.stages[origin[index]].failed += 1
+        return result
+
+    def _write(self, writes, result, fail_again, failed) -> None:
+        from transforms.dead_letter import write_failure
+        from transforms.fhir.writer import FAILED
+
+        outcomes = self.writer.write([item for item, _ in writes])
+        for (item, sources), outcome in zip(writes, outcomes):
+            if outcome.outcome == FAILED:
+                fail_again(None, write_failure(outcome.error, item.observation, item.template_name, item.group))
+                failed.update(sources)
+            else:
+                result.written[outcome.outcome] += 1
+
+
+class _MergeOrRefuse:
+    """The mapping's merge; a record without its group cannot be merged into what exists."""
+
+    def __init__(self, merge):
+        self.merge = merge
+
+    def __call__(self, item, existing):
+        if item.group is None or item.template_name is None:
+            raise ValueError("the dead-letter record has no measurement group (written by an older "
+                             "version): it cannot be merged into the Observation the server holds")
+        return self.merge(item, existing)
+
+
+def write_records(prefix: str, records: List[dict]) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    path = f"{prefix}.jsonl"
+    with FileSystems.create(path) as f:
+        for r in records:
+            f.write((json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8"))
+    return path
+
+
+# -- the command -----------------------------------------------------------------------------
+def register(sub) -> None:
+    r = sub.add_parser(
+        "replay", help="re-drive dead letters from the stage where they failed",
+        description="Re-drive dead-letter records after fixing a mapping, the data or the server: "
+                    "normalization/read records as the raw message through the whole pipeline, "
+                    "grouping/fhir_conversion/identity records as their measurements, fhir_write "
+                    "records as their Observation merged into what the server holds now. What fails "
+                    "again goes to a new dead-letter prefix. Replaying twice writes nothing the second "
+                    "time. Exit 0 all recovered, 1 some failed again, 2 refused.")
+    r.add_argument("--dead-letter", action="append", required=True, metavar="PATTERN",
+                   help="the dead-letter files to replay (quote the glob: 'out/dead-letter*'); given a "
+                        "second time: the prefix for what fails again (default: "
+                        "DIR/replayed-UTCTIME/dead-letter)")
+    r.add_argument("--device-mapping", required=True)
+    r.add_argument("--fhir-mapping", required=True)
+    r.add_argument("--fhir-url", required=True)
+    r.add_argument("--fhir-auth", default="none", choices=("none", "bearer", "azure", "google", "smart"),
+                   help="credentials come from the environment (see README)")
+    r.add_argument("--identity-mode", default="Create", choices=("Create", "Lookup", "LookupWithEncounter"))
+    r.add_argument("--device-identifier-system", default="")
+    r.add_argument("--stage", action="append", choices=STAGES, help="only records of this stage (repeatable)")
+    r.add_argument("--error-type", action="append", help="only records of this error type (repeatable)")
+    r.add_argument("--bundle-size", type=int, default=50)
+    r.add_argument("--skip-preflight", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args) -> int:
+    from pipelines import iomt_to_fhir, preflight
+    from pipelines.launch_errors import LaunchError, check_http_url
+    from transforms.fhir.identity import IdentityService  # noqa: F401  (fail early if missing)
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+    from transforms.fhir.writer import MappingMerge, ObservationWriter
+
+    if len(args.dead_letter) > 2:
+        raise LaunchError("--dead-letter: give the files to replay, and at most once more the new prefix")
+    pattern = args.dead_letter[0]
+    new_prefix = args.dead_letter[1] if len(args.dead_letter) > 1 else default_new_prefix(pattern)
+    if args.bundle_size < 1:
+        raise LaunchError("--bundle-size must be at least 1")
+    import fnmatch
+    if fnmatch.fnmatch(f"{new_prefix}.jsonl", pattern):
+        raise LaunchError(f"the new dead-letter prefix {new_prefix} is matched by {pattern!r}: "
+                          "choose one outside it")
+    device_text = iomt_to_fhir.read_mapping("--device-mapping", args.device_mapping)
+    fhir_text = iomt_to_fhir.read_mapping("--fhir-mapping", args.fhir_mapping)
+    try:
+        iomt_to_fhir.check_mappings(device_text, fhir_text, args.device_mapping, args.fhir_mapping)
+    except iomt_to_fhir.InvalidMappings as e:
+        raise LaunchError(str(e)) from None
+    check_http_url("--fhir-url", args.fhir_url)
+    if not args.skip_preflight:
+        preflight.check_fhir(args.fhir_url, args.fhir_auth, args.identity_mode, args.device_identifier_system)
+
+    stages, types = set(args.stage or ()), set(args.error_type or ())
+    records = ((p, n, r) for p, n, r in read_records(pattern)
+               if r is None or ((not stages or r.get("stage") in stages)
+                                and (not types or r.get("error_type") in types)))
+    client_factory = iomt_to_fhir.FhirClientFactory(args.fhir_url, args.fhir_auth)
+    identity = iomt_to_fhir.ServerIdentityFactory(client_factory, args.identity_mode,
+                                                  args.device_identifier_system)
+    client = client_factory()
+    writer = ObservationWriter(client, _MergeOrRefuse(MappingMerge(load_fhir_mapping(fhir_text))),
+                               bundle_size=args.bundle_size, read_batch_size=max(args.bundle_size, 500))
+    try:
+        result = Replayer(device_text, fhir_text, identity, writer).replay(records)
+    finally:
+        writer.close()
+        client.close()
+    if result.failures:
+        write_records(new_prefix, result.failures)
+    for line in result.lines(new_prefix):
+        print(line, file=sys.stderr)
+    return 1 if result.failed_records else 0

@@ -32,3 +32,29 @@ def dead_letter(stage: str, error: BaseException, payload: Any,
 
 def error_type_of(error: BaseException) -> str:
     return getattr(error, "error_type", None) or type(error).__name__
+
+
+def observation_group_json(group) -> Optional[Dict[str, Any]]:
+    """An ``ObservationGroup`` as JSON, kept with a failed write so a replay can merge the
+    same data into what the server holds then (the Observation alone cannot be merged)."""
+    if group is None or not hasattr(group, "values"):
+        return None
+    return {"name": group.name, "start": group.start, "end": group.end, "id_segment": group.id_segment,
+            "values": {k: [[t, v] for t, v in tvs] for k, tvs in group.values.items()}}
+
+
+def observation_group_from_json(obj: Optional[Dict[str, Any]]):
+    from transforms.mapping.grouping import ObservationGroup
+
+    if not obj:
+        return None
+    return ObservationGroup(obj["name"], int(obj["start"]), int(obj["end"]), obj["id_segment"],
+                            {k: [(int(t), v) for t, v in tvs] for k, tvs in obj["values"].items()})
+
+
+def write_failure(error: BaseException, observation: dict, template_name: Optional[str], group) -> Dict[str, Any]:
+    """The ``fhir_write`` dead-letter record: the Observation, the status, and what a replay
+    needs to merge it (``template_name``, ``group``)."""
+    return dead_letter(STAGE_FHIR_WRITE, error, observation,
+                       {"status": getattr(error, "status", None), "template_name": template_name,
+                        "group": observation_group_json(group)})

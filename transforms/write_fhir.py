@@ -46,7 +46,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateS
                                               on_timer)
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_FHIR_WRITE, dead_letter, error_type_of
+from transforms.dead_letter import DEAD_LETTER_TAG, error_type_of, write_failure
 from transforms.fhir.client import FhirClient
 # re-exported: the writer's names, for callers of this module
 from transforms.fhir.writer import (CREATED, FAILED, METRIC_SAVED, UNCHANGED, UPDATED,  # noqa: F401
@@ -170,9 +170,8 @@ class WriteObservationsFn(beam.DoFn):
         for item, res in zip(buffered, self.writer.write(buffered)):
             if res.outcome == FAILED:
                 Metrics.counter("Errors", error_type_of(res.error)).inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    STAGE_FHIR_WRITE, res.error, item.observation,
-                    {"status": getattr(res.error, "status", None)}))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, write_failure(
+                    res.error, item.observation, item.template_name, item.group))
             else:
                 self.saved[res.outcome].inc()
             yield {"id": item.observation.get("id"), "outcome": res.outcome}
