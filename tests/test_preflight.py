@@ -130,3 +130,22 @@ def test_check_command_through_the_console_script():
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == (f"iomt-fhir: error: FHIR server check: GET {url}/metadata no answer (GET transport "
                         "error: ConnectionError (after 2 attempts)); is a server listening there?\n")
+
+
+@pytest.mark.pubsub_emulator
+def test_pubsub_subscription_must_exist(pubsub_emulator, monkeypatch, unique):
+    from google.cloud import pubsub_v1
+    from pipelines.preflight import check_pubsub_subscription
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    project = pubsub_emulator.project
+    topic = f"projects/{project}/topics/pre-{unique}"
+    subscription = f"projects/{project}/subscriptions/pre-{unique}"
+    pubsub_v1.PublisherClient().create_topic(name=topic)
+    with pubsub_v1.SubscriberClient() as sub:
+        sub.create_subscription(name=subscription, topic=topic)
+    assert check_pubsub_subscription(subscription) == "Pub/Sub subscription exists"
+    missing = f"projects/{project}/subscriptions/nope-{unique}"
+    with pytest.raises(PreflightFailed) as e:
+        check_pubsub_subscription(missing)
+    assert str(e.value) == f"--pubsub-subscription {missing}: no such subscription"
