@@ -5,7 +5,9 @@ Each record goes back in at its own stage, through the same code the pipeline ru
 drift from what a run would do:
 
 * ``normalization`` / ``read`` -- the raw message (body, properties, system properties,
-  ingestion time) through the whole chain: normalize, group, convert, write;
+  ingestion time) through the whole chain: normalize, group, convert, write; a ``read``
+  record naming a file that could not be read holds no message: it is kept (failed
+  again) and the summary says to run that file again once it is fixed;
 * ``grouping`` / ``fhir_conversion`` / ``identity`` -- the group's measurements, from
   grouping on;
 * ``fhir_write`` -- the Observation straight to the writer, which reads what the server
@@ -112,6 +114,7 @@ class ReplayResult:
         self.written: Dict[str, int] = collections.Counter()
         self.failures: List[dict] = []  # new dead-letter records
         self.unreadable = 0
+        self.files_to_rerun: Set[str] = set()
 
     @property
     def failed_records(self) -> int:
@@ -131,6 +134,9 @@ class ReplayResult:
                        + ", ".join(f"{s}/{t}={n}" for (s, t), n in sorted(kinds.items())))
         else:
             out.append("failed again: none")
+        if self.files_to_rerun:
+            out.append(f"{len(self.files_to_rerun)} file(s) could not be read (stage read): run them again "
+                       "with iomt-fhir run --input FILE once they are fixed")
         return out
 
 
@@ -180,7 +186,12 @@ class Replayer:
             result.stages[stage].records += 1
             payload = record.get("payload")
             try:
-                if stage in MESSAGE_STAGES:
+                if stage == "read" and isinstance(payload, dict) and "body" not in payload:
+                    # a file (or a record of it) that could not be read: nothing to re-drive
+                    # here; the summary says to run the file again once it is fixed
+                    result.files_to_rerun.add(str(payload.get("file")))
+                    fail_again(index, record)
+                elif stage in MESSAGE_STAGES:
                     event = DeviceEvent(body=payload["body"], properties=payload.get("properties"),
                                         system_properties=payload.get("system_properties"),
                                         ingestion_time=payload.get("ingestion_time"),

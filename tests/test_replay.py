@@ -171,3 +171,18 @@ def test_replay_after_an_outage_merges_into_what_the_server_holds(tmp_path, fhir
     rc, err = replay(capsys, *args)
     assert rc == 0 and "written: created=0 updated=0 unchanged=2" in err
     assert observations(fhir_base_url, dev)["8867-4"] == after
+
+
+def test_a_read_record_of_an_unreadable_file_is_kept_and_named(tmp_path):
+    from pipelines.replay import Replayer
+
+    class NoWrites:
+        def write(self, items):
+            raise AssertionError("nothing to write")
+
+    record = {"stage": "read", "error_type": "ArchiveReadError", "message": "truncated gzip",
+              "payload": {"file": "archive/a.jsonl.gz", "byte_offset": 10, "record_index": None}, "attributes": {}}
+    result = Replayer(json.dumps(DEVICE), json.dumps(FHIR_BOTH), None, NoWrites()).replay([("f", 1, record)])
+    assert result.failures == [record] and result.stages["read"].failed == 1
+    assert result.lines("new")[-1] == ("1 file(s) could not be read (stage read): run them again with "
+                                       "iomt-fhir run --input FILE once they are fixed")
