@@ -10,6 +10,7 @@ launch with every problem listed), and shipped to the workers as text.
 import json
 import logging
 import sys
+import time
 from typing import Dict, List, Optional
 
 import apache_beam as beam
@@ -18,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import window
 
+from pipelines import progress_report
 from pipelines.options import IomtFhirOptions
 from pipelines.runners import fill_cached_runner_artifacts, resolve_runner_aliases
 from pipelines.run_summary import SUMMARY_COUNTERS  # noqa: F401  (importable from here, as before)
@@ -131,9 +133,11 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
             observation_cache_size=opts.observation_cache_size,
             flush_seconds=DEFAULT_FLUSH_SECONDS if streaming else 0.0)
         out["outcomes"] = written.outcomes
+        _ = written.outcomes | "CountOutcomes" >> beam.Map(progress_report.tally_outcome)
         dead_letters.append(written[DEAD_LETTER_TAG] | "WriteDeadLetterWindow" >> beam.WindowInto(
             window.GlobalWindows()))
     out["dead_letter"] = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    _ = out["dead_letter"] | "CountDeadLetters" >> beam.Map(progress_report.tally_dead_letter)
     return out
 
 
@@ -251,6 +255,8 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         observations = items | "FoldById" >> FoldObservationsById(fhir_text)
         write_json_lines(observations, opts.output, streaming, opts.single_file_outputs, "Observations")
     write_json_lines(out["dead_letter"], opts.dead_letter, streaming, opts.single_file_outputs, "DeadLetters")
+    reporter = progress_report.start_for(options, opts.progress_seconds)
+    started = time.monotonic()
     try:
         result = p.run()
         result.wait_until_finish()
@@ -261,7 +267,13 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         print(f"iomt-fhir: error: the run failed: {type(e).__name__}: {one_line(e)} "
               "(--debug shows the traceback)", file=sys.stderr)
         return 1
-    return print_summary(result, opts, argv).exit_code
+    finally:
+        if reporter is not None:
+            reporter.stop()
+    summary = print_summary(result, opts, argv)
+    if opts.summary_file:
+        progress_report.write_summary_file(opts.summary_file, summary, time.monotonic() - started)
+    return summary.exit_code
 
 
 if __name__ == "__main__":

@@ -86,3 +86,7 @@ class IomtFhirOptions(PipelineOptions):
                        type=float, default=None,
                        help="batch: exit 1 when a stage dead-letters more than this fraction (0-1) of its "
                             "input (default: data errors alone never fail the run)")
+        o.add_argument("--summary_file", "--summary-file", dest="summary_file",
+                       help="also write the final summary as JSON to this path")
+        o.add_argument("--progress_seconds", "--progress-seconds", dest="progress_seconds", type=float,
+                       default=10, help="local runs: a progress line (counts only) on stderr every N s (0 = off)")

@@ -10,6 +10,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
+from transforms import progress
 from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_NORMALIZATION, dead_letter, error_type_of
 from transforms.mapping import timeutil
 from transforms.mapping.device_templates import load_device_mapping
@@ -21,9 +22,9 @@ class NormalizeDoFn(beam.DoFn):
     def __init__(self, device_mapping_text: str):
         self._text = device_mapping_text
         self._mapping = None
-        self._events = Metrics.counter(METRIC_NAMESPACE, "DeviceEvent")
-        self._normalized = Metrics.counter(METRIC_NAMESPACE, "NormalizedEvent")
-        self._dropped = Metrics.counter(METRIC_NAMESPACE, "DroppedEvent")
+        self._events = progress.counter(METRIC_NAMESPACE, "DeviceEvent")
+        self._normalized = progress.counter(METRIC_NAMESPACE, "NormalizedEvent")
+        self._dropped = progress.counter(METRIC_NAMESPACE, "DroppedEvent")
 
     def setup(self):
         self._mapping = load_device_mapping(self._text).ensure_valid()

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms import progress
 from transforms.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
                                     dead_letter, error_type_of)
 from transforms.mapping.fhir_templates import build_observation, load_fhir_mapping
@@ -53,8 +54,8 @@ class ToObservationsDoFn(beam.DoFn):
         self._identity_factory = identity_factory or OfflineIdentity
         self._mapping = None
         self._identity = None
-        self._groups = Metrics.counter(METRIC_NAMESPACE, "MeasurementGroup")
-        self._measurements = Metrics.counter(METRIC_NAMESPACE, "Measurement")
+        self._groups = progress.counter(METRIC_NAMESPACE, "MeasurementGroup")
+        self._measurements = progress.counter(METRIC_NAMESPACE, "Measurement")
 
     def setup(self):
         self._mapping = load_fhir_mapping(self._text).ensure_valid()
@@ -120,6 +121,7 @@ class FoldByIdDoFn(beam.DoFn):
     def __init__(self, fhir_mapping_text: str):
         self._text = fhir_mapping_text
         self._merge = None
+        self._folded = progress.counter(METRIC_NAMESPACE, "ObservationToFile")
 
     def setup(self):
         # The writer's merge function, so files and servers fold data the same way.
@@ -131,6 +133,7 @@ class FoldByIdDoFn(beam.DoFn):
         current = items[0].observation
         for item in items[1:]:
             current, _ = self._merge(item, current)
+        self._folded.inc()
         yield current
 
 
