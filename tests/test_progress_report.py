@@ -46,7 +46,7 @@ def test_local_run_prints_progress_and_writes_the_summary_file(tmp_path, capsys)
     assert "p-d1" not in err and "d1" not in " ".join(lines)  # counts, never ids
     # the counts of the finished run, kept by the transforms while it ran
     final = progress_report.progress_line(progress.snapshot(), 1.0)
-    assert "messages=7 measurements=5 observations created=0 updated=0 unchanged=0 to_file=2 " \
+    assert "files=1/1 messages=7 measurements=5 observations created=0 updated=0 unchanged=0 to_file=2 " \
            "dead_letters=2" in final
     summary = json.loads((d / "summary.json").read_text())
     assert summary["counters"]["DeviceEvent"] == 7 and summary["counters"]["NormalizedEvent"] == 5

@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import archive_formats as formats
+from transforms import progress
 from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_READ, dead_letter
 
 METRIC_NAMESPACE = "iomt_fhir"
@@ -137,7 +138,7 @@ class PlanReadsFn(beam.DoFn):
     def __init__(self, input_format: str, range_bytes: int):
         self._format = input_format
         self._range_bytes = range_bytes
-        self._matched = Metrics.counter(METRIC_NAMESPACE, "FilesMatched")
+        self._matched = progress.counter(METRIC_NAMESPACE, "FilesMatched")  # also for progress lines
 
     def process(self, metadata):
         self._matched.inc()
@@ -149,7 +150,7 @@ class ReadUnitFn(beam.DoFn):
 
     def __init__(self, input_format: str):
         self._format = input_format
-        self._read = Metrics.counter(METRIC_NAMESPACE, "FilesRead")
+        self._read = progress.counter(METRIC_NAMESPACE, "FilesRead")
         self._failed = Metrics.counter(METRIC_NAMESPACE, "FilesFailed")
 
     def process(self, unit: ReadUnit):
