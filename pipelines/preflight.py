@@ -162,7 +162,7 @@ def check_launch(opts) -> List[str]:
 
 # -- iomt-fhir check ------------------------------------------------------------------------
 def register(sub) -> None:
-    c = sub.add_parser("check", help="check a FHIR server (and a source) as `run` does at launch",
+    c = sub.add_parser("check", help="check a FHIR server (and a source) as run does at launch",
                        description="Check the FHIR server (metadata, FHIR R4, credentials, the searches "
                                    "identity needs) and, if given, the source. Exit 0 when usable, 2 "
                                    "with one line saying what failed.")

@@ -65,19 +65,35 @@ CASES = {
     "pattern matches nothing": (dict(**{"--input": "/nonexistent/*.jsonl"}),
                                 "iomt-fhir: error: --input '/nonexistent/*.jsonl' matches no file (quote a glob, "
                                 "e.g. --input 'archive/*.jsonl', so the shell does not expand it)"),
-    "not an int": (dict(**{"--bundle-size": "abc"}),
-                   "iomt-fhir: error: argument --bundle_size/--bundle-size: invalid int value: 'abc'"),
     "out of range": (dict(**{"--max-in-flight": "0"}), "iomt-fhir: error: --max-in-flight must be at least 1"),
-    "fraction out of range": (dict(**{"--max-dead-letter-fraction": "1.5"}),
-                              "iomt-fhir: error: --max-dead-letter-fraction must be between 0 and 1"),
     "unknown runner": (dict(**{"--runner": "Nope"}),
                        "iomt-fhir: error: --runner Nope: not a Beam runner (e.g. FnApiRunner, DirectRunner, "
                        "PrismRunner, DataflowRunner, FlinkRunner, or a runner class's full name)"),
     "not http(s)": (dict(**{"--fhir-url": "ftp://user:secret@x/fhir?key=k", "--output": None}),
                     "iomt-fhir: error: --fhir-url ftp://x/fhir is not an http(s) URL (e.g. https://fhir.example.org/fhir)"),
-    "missing option": (dict(**{"--dead-letter": None}),
-                       "iomt-fhir: error: missing required options: --dead-letter (iomt-fhir run --help)"),
 }
+
+
+IN_PROCESS = {  # the same path as above, checked in this process (no Beam start-up per case)
+    "not an int": ({"--bundle-size": "abc"},
+                   "iomt-fhir: error: argument --bundle_size/--bundle-size: invalid int value: 'abc'"),
+    "fraction out of range": ({"--max-dead-letter-fraction": "1.5"},
+                              "iomt-fhir: error: --max-dead-letter-fraction must be between 0 and 1"),
+    "missing option": ({"--dead-letter": None},
+                       "iomt-fhir: error: missing required options: --dead-letter (iomt-fhir run --help)"),
+    "not a choice": ({"--identity-mode": "Foo"},
+                     "iomt-fhir: error: argument --identity_mode/--identity-mode: invalid choice: 'Foo' "
+                     "(choose from 'Create', 'Lookup', 'LookupWithEncounter')"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IN_PROCESS))
+def test_option_errors_in_process(name, tmp_path, capsys):
+    from pipelines import cli
+    over, expected = IN_PROCESS[name]
+    assert cli.main(base(tmp_path, **over)) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", expected + "\n")
 
 
 def test_each_launch_error_is_one_line_exit_2_no_traceback(files, tmp_path):
@@ -138,3 +154,14 @@ def test_safe_url_and_debug_flag(monkeypatch):
     with pytest.raises(LaunchError):
         check_http_url("--fhir-url", "localhost:8080/fhir")
     check_http_url("--fhir-url", "http://127.0.0.1:8080/fhir")
+
+
+def test_every_help_text_is_plain_text():
+    from pipelines import cli, run_help
+    parser = cli.build_parser()
+    helps = {"iomt-fhir": parser.format_help(), "run": run_help.pipeline_parser().format_help()}
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            helps[name] = sub.format_help()
+    assert {"validate", "normalize", "transform", "run", "check", "replay"} <= set(helps)
+    assert {name for name, text in helps.items() if "`" in text} == set()
