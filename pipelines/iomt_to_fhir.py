@@ -31,7 +31,8 @@ from transforms.mapping import validation
 from transforms.normalize import Normalize
 from transforms.kafka_source import KafkaSourceError
 from transforms.sources import ReadDeviceEvents, SourceError, kafka_source_from_options
-from transforms.to_observations import FoldObservationsById, ServerIdentity, ToObservations
+from transforms.bulk_ndjson import CreateModeIdsFactory, write_bulk
+from transforms.to_observations import RESOURCES_TAG, FoldObservationsById, ServerIdentity, ToObservations
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,15 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     if opts.fhir_url:
         client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth)
         identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system)
+    elif getattr(opts, "output_format", None) == "fhir-ndjson":  # bulk files: Create mode's ids, no server
+        identity = CreateModeIdsFactory(opts.device_identifier_system)
     converted = groups | "ToObservations" >> ToObservations(fhir_text, identity)
     dead_letters = [normalized[DEAD_LETTER_TAG],
                     converted[DEAD_LETTER_TAG] | "DeadLetterWindow" >> beam.WindowInto(window.GlobalWindows())]
     if reader.dead_letters is not None:  # files that could not be read (stage "read")
         dead_letters.append(reader.dead_letters)
-    out = {"measurements": normalized.measurements, "write_items": converted.observations}
+    out = {"measurements": normalized.measurements, "write_items": converted.observations,
+           "resources": converted[RESOURCES_TAG]}
     if opts.fhir_url:
         from transforms.write_fhir import DEFAULT_FLUSH_SECONDS, MappingMerge, WriteToFhir
         written = converted.observations | "WriteFhir" >> WriteToFhir(
@@ -236,6 +240,9 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         raise LaunchError("; ".join(too_small))
     if not opts.output and not opts.fhir_url:
         raise LaunchError("give --output (Observation files) or --fhir-url (a FHIR server)")
+    if opts.output_format == "fhir-ndjson" and (streaming or opts.identity_mode != "Create" or not opts.output):
+        raise LaunchError("--output-format fhir-ndjson is a batch first load: it needs --output DIR, "
+                          "--identity-mode Create and a file --input")
     if opts.fhir_url:
         check_http_url("--fhir-url", opts.fhir_url)
     _check_runner(options)
@@ -247,7 +254,9 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         out = build(p, opts, device_text, fhir_text, streaming)
     except (SourceError, KafkaSourceError) as e:  # messages hold flags and env var names, no secrets
         raise LaunchError(str(e)) from None
-    if opts.output:
+    if opts.output and opts.output_format == "fhir-ndjson":
+        write_bulk(out["write_items"], out["resources"], opts.output, fhir_text)
+    elif opts.output:
         items = out["write_items"]
         if not streaming:
             # Batch: fold every partial Observation of an id into one, across windows.

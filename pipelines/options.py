@@ -90,3 +90,7 @@ class IomtFhirOptions(PipelineOptions):
                        help="also write the final summary as JSON to this path")
         o.add_argument("--progress_seconds", "--progress-seconds", dest="progress_seconds", type=float,
                        default=10, help="local runs: a progress line (counts only) on stderr every N s (0 = off)")
+        o.add_argument("--output_format", "--output-format", dest="output_format",
+                       choices=("jsonl", "fhir-ndjson"), default="jsonl",
+                       help="with --output: jsonl = Observation JSON lines; fhir-ndjson = Observation.ndjson, "
+                            "Patient.ndjson, Device.ndjson for FHIR bulk import (--identity-mode Create ids)")

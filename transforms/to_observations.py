@@ -27,6 +27,10 @@ from transforms.normalize import METRIC_NAMESPACE
 from transforms.fhir.writer import MappingMerge, WriteItem
 
 
+#: Patient / Device resources of an identity that makes them itself (``transforms.bulk_ndjson``)
+RESOURCES_TAG = "resources"
+
+
 class OfflineIdentity:
     """Identity without a server: the measurement's ids are the logical ids."""
 
@@ -94,10 +98,15 @@ class ToObservationsDoFn(beam.DoFn):
                 yield self._fail(STAGE_FHIR_CONVERSION, e, group)
                 continue
             yield from items
+            shells = getattr(self._identity, "resources", None)
+            if shells is not None:  # bulk NDJSON output: the Patient and Device a server run would create
+                for resource in shells(group):
+                    yield beam.pvalue.TaggedOutput(RESOURCES_TAG, resource)
 
 
 class ToObservations(beam.PTransform):
-    """PCollection[(key, list[Measurement])] -> outputs ``observations`` (WriteItem) and ``dead_letter``."""
+    """PCollection[(key, list[Measurement])] -> outputs ``observations`` (WriteItem), ``dead_letter``
+    and ``resources`` (Patient/Device, only from an identity with ``resources``)."""
 
     def __init__(self, fhir_mapping_text: str, identity_factory: Optional[Callable[[], object]] = None):
         super().__init__()
@@ -106,7 +115,7 @@ class ToObservations(beam.PTransform):
 
     def expand(self, groups):
         return groups | beam.ParDo(ToObservationsDoFn(self._text, self._identity_factory)).with_outputs(
-            DEAD_LETTER_TAG, main="observations")
+            DEAD_LETTER_TAG, RESOURCES_TAG, main="observations")
 
 
 class FoldByIdDoFn(beam.DoFn):
