@@ -91,6 +91,23 @@ def test_seed_creates_what_lookup_finds_and_a_second_run_writes_nothing(fhir_bas
 
 
 @pytestmark_server
+def test_from_simulator_seeds_exactly_the_simulators_devices(fhir_base_url, unique, capsys):
+    from pipelines.simulator import simulated_devices
+    system = f"urn:sim:{unique}"  # this test's Devices (the simulator's ids are fixed)
+    args = ["seed", "--fhir-url", fhir_base_url, "--from-simulator", "--devices-count", "4",
+            "--device-identifier-system", system]
+    assert cli.main(args) == 0
+    assert "Device created=4" in capsys.readouterr().err
+    for d in simulated_devices(4):
+        (device,) = search(fhir_base_url, "Device", identifier=f"{system}|{d['device_id']}")
+        (patient,) = search(fhir_base_url, "Patient", identifier=d["patient_id"])
+        assert device["patient"] == {"reference": f"Patient/{patient['id']}"}
+    assert search(fhir_base_url, "Device", identifier=f"{system}|device-004") == []
+    assert cli.main(args) == 0
+    assert "seed: Device unchanged=4; Patient unchanged=4; errors=0" in capsys.readouterr().err
+
+
+@pytestmark_server
 def test_existing_device_is_linked_a_device_of_another_patient_needs_relink(fhir_base_url, unique):
     client = FhirClient(fhir_base_url)
     client.put({"resourceType": "Device", "id": f"unlinked-{unique}",
