@@ -145,15 +145,18 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     return out
 
 
-def print_summary(result, opts: Optional[IomtFhirOptions] = None, argv: Optional[List[str]] = None):
+def print_summary(result, opts: Optional[IomtFhirOptions] = None, argv: Optional[List[str]] = None,
+                  streaming: bool = False):
     """Counts by metric name (reference names), dead letters by stage/type, where they are
     and how to replay them: no content, no ids. Returns the ``RunSummary``."""
     from pipelines import run_summary
-    from pipelines.replay import replay_hint
+    from pipelines.replay import dead_letter_glob, replay_hint
 
-    summary = run_summary.summarize(result, getattr(opts, "dead_letter", None),
-                                    getattr(opts, "max_dead_letter_fraction", None))
-    hint = replay_hint(opts) if opts is not None else ""
+    prefix = getattr(opts, "dead_letter", None)
+    summary = run_summary.summarize(result, prefix, getattr(opts, "max_dead_letter_fraction", None))
+    if prefix:
+        summary.dead_letter_files = dead_letter_glob(prefix, streaming)
+    hint = replay_hint(opts, streaming) if opts is not None else ""
     for line in summary.lines(hint):
         print(line, file=sys.stderr)
     return summary
@@ -279,7 +282,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
     finally:
         if reporter is not None:
             reporter.stop()
-    summary = print_summary(result, opts, argv)
+    summary = print_summary(result, opts, argv, streaming)
     if opts.summary_file:
         progress_report.write_summary_file(opts.summary_file, summary, time.monotonic() - started)
     return summary.exit_code

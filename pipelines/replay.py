@@ -39,11 +39,17 @@ WRITE_STAGES = ("fhir_write",)
 STAGES = MESSAGE_STAGES + MEASUREMENT_STAGES + WRITE_STAGES
 
 
-def replay_hint(opts) -> str:
+def dead_letter_glob(prefix: str, streaming: bool = False) -> str:
+    """Where a run's dead letters are: batch writes ``PREFIX*.jsonl`` files, a stream
+    windowed files in the directory ``PREFIX/``."""
+    return f"{prefix.rstrip('/')}/*" if streaming else f"{prefix}*"
+
+
+def replay_hint(opts, streaming: bool = False) -> str:
     """The command that replays a run's dead letters (same mappings and destination)."""
     if not getattr(opts, "dead_letter", None):
         return ""
-    parts = ["iomt-fhir", "replay", "--dead-letter", f"{opts.dead_letter}*",
+    parts = ["iomt-fhir", "replay", "--dead-letter", dead_letter_glob(opts.dead_letter, streaming),
              "--device-mapping", opts.device_mapping, "--fhir-mapping", opts.fhir_mapping]
     if getattr(opts, "fhir_url", None):
         parts += ["--fhir-url", opts.fhir_url]
@@ -65,7 +71,9 @@ def read_records(pattern: str) -> Iterator[Tuple[str, int, Optional[dict]]]:
     from pipelines.launch_errors import LaunchError
 
     try:
-        files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        # also the files of matching folders: a stream's dead letters are windowed files in PREFIX/
+        found = FileSystems.match([pattern, pattern.rstrip("/") + "/*"])
+        files = sorted({m.path for r in found for m in r.metadata_list if not _is_local_dir(m.path)})
     except Exception as e:
         raise LaunchError(f"--dead-letter {pattern!r}: cannot list files: {type(e).__name__}") from None
     if not files:
@@ -88,11 +96,35 @@ def read_records(pattern: str) -> Iterator[Tuple[str, int, Optional[dict]]]:
                 yield path, number, record if isinstance(record, dict) and "stage" in record else None
 
 
+def _is_local_dir(path: str) -> bool:
+    import os
+    return "://" not in path and os.path.isdir(path)
+
+
 def default_new_prefix(pattern: str, now: Optional[datetime.datetime] = None) -> str:
-    """A fresh prefix beside the replayed files that the same pattern does not match."""
+    """A fresh prefix beside the replayed files, outside what the pattern matches: in the
+    folder above the pattern's first glob character."""
+    import posixpath
+
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    head = pattern.rsplit("/", 1)[0] if "/" in pattern else "."
+    fixed = pattern
+    for ch in "*?[":
+        fixed = fixed.split(ch, 1)[0]
+    head = posixpath.dirname(fixed.rstrip("/")) or "."
     return f"{head}/replayed-{now.strftime('%Y%m%dT%H%M%SZ')}/dead-letter"
+
+
+def matched_by(pattern: str, new_prefix: str) -> bool:
+    """Would replaying ``pattern`` again read what this replay writes under ``new_prefix``?"""
+    import fnmatch
+    import posixpath
+
+    candidates = [f"{new_prefix}.jsonl"]
+    parent = posixpath.dirname(new_prefix)
+    while parent and parent not in ("/", "."):
+        candidates.append(parent)
+        parent = posixpath.dirname(parent)
+    return any(fnmatch.fnmatch(c, pattern) for c in candidates)
 
 
 # -- the replay ------------------------------------------------------------------------------
@@ -315,8 +347,7 @@ def cmd_replay(args) -> int:
     new_prefix = args.dead_letter[1] if len(args.dead_letter) > 1 else default_new_prefix(pattern)
     if args.bundle_size < 1:
         raise LaunchError("--bundle-size must be at least 1")
-    import fnmatch
-    if fnmatch.fnmatch(f"{new_prefix}.jsonl", pattern):
+    if matched_by(pattern, new_prefix):
         raise LaunchError(f"the new dead-letter prefix {new_prefix} is matched by {pattern!r}: "
                           "choose one outside it")
     device_text = iomt_to_fhir.read_mapping("--device-mapping", args.device_mapping)

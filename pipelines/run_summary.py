@@ -40,6 +40,8 @@ class RunSummary:
     dead_letter_prefix: Optional[str] = None
     max_dead_letter_fraction: Optional[float] = None
     metrics_available: bool = True
+    #: the glob of the dead-letter files (default ``PREFIX*``; a stream writes ``PREFIX/*``)
+    dead_letter_files: Optional[str] = None
 
     # -- derived ----------------------------------------------------------------------------
     def dead_letter_total(self, stage: Optional[str] = None) -> int:
@@ -83,6 +85,8 @@ class RunSummary:
                 "metrics_available": self.metrics_available}
 
     def dead_letter_pattern(self) -> Optional[str]:
+        if self.dead_letter_files:
+            return self.dead_letter_files
         return f"{self.dead_letter_prefix}*" if self.dead_letter_prefix else None
 
     # -- text -------------------------------------------------------------------------------

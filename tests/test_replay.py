@@ -186,3 +186,20 @@ def test_a_read_record_of_an_unreadable_file_is_kept_and_named(tmp_path):
     assert result.failures == [record] and result.stages["read"].failed == 1
     assert result.lines("new")[-1] == ("1 file(s) could not be read (stage read): run them again with "
                                        "iomt-fhir run --input FILE once they are fixed")
+
+
+def test_a_streams_dead_letter_folder_is_read_and_new_prefixes_stay_outside_the_pattern(tmp_path):
+    import datetime
+    from pipelines.replay import default_new_prefix, matched_by, read_records
+
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "dead" / "DeadLetters-1.jsonl").write_text('{"stage": "identity", "payload": []}\nnot json\n')
+    got = list(read_records(str(tmp_path / "dead*")))
+    assert [(p.rsplit("/", 1)[-1], n, r) for p, n, r in got] == [
+        ("DeadLetters-1.jsonl", 1, {"stage": "identity", "payload": []}), ("DeadLetters-1.jsonl", 2, None)]
+    now = datetime.datetime(2026, 3, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    for pattern in ("out/dead-letter*", "out/dead/*", "out/*"):
+        new = default_new_prefix(pattern, now)
+        assert (pattern, matched_by(pattern, new)) == (pattern, False)
+    assert matched_by("out/*", "out/again") and matched_by("out/*", "out/replayed-1/dead-letter")
+    assert default_new_prefix("out/dead/*", now) == "out/replayed-20260301T100000Z/dead-letter"
