@@ -81,6 +81,9 @@ IN_PROCESS = {  # the same path as above, checked in this process (no Beam start
                               "iomt-fhir: error: --max-dead-letter-fraction must be between 0 and 1"),
     "missing option": ({"--dead-letter": None},
                        "iomt-fhir: error: missing required options: --dead-letter (iomt-fhir run --help)"),
+    "unreadable (a folder)": ({"--fhir-mapping": REPO / "templates"},
+                              f"iomt-fhir: error: --fhir-mapping {REPO / 'templates'}: cannot read the mapping: "
+                              "Is a directory"),
     "not a choice": ({"--identity-mode": "Foo"},
                      "iomt-fhir: error: argument --identity_mode/--identity-mode: invalid choice: 'Foo' "
                      "(choose from 'Create', 'Lookup', 'LookupWithEncounter')"),
