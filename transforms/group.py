@@ -26,7 +26,7 @@ one window, so two workers never create the same new Observation at the same tim
 the first). Panes of one key and window are processed one after another.
 """
 import time
-from typing import Callable, Tuple
+from typing import Any, Callable, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -88,12 +88,15 @@ class GroupMeasurements(beam.PTransform):
         if self._regroup_late:
             measurements = measurements | "RegroupLate" >> beam.ParDo(
                 RegroupLate(self._window, self._lateness))
-        if measurements.is_bounded and not self._early:
+        if (measurements.is_bounded or not self._lateness) and not self._early:
             # Files: nothing is late or early, so the default trigger fires the same single
             # pane, and (unlike AfterWatermark without early firings) lets the runner lift the
-            # combiner ahead of the shuffle.
-            when = trigger.DefaultTrigger()
+            # combiner ahead of the shuffle. No lateness either (bounded input is never late),
+            # and a stream without lateness or early panes has the default trigger's panes:
+            # Prism 2.62 refuses other triggers and any lateness but none or forever.
+            when, lateness = trigger.DefaultTrigger(), 0
         else:
+            lateness = self._lateness
             when = trigger.AfterWatermark(
                 early=trigger.AfterProcessingTime(self._early) if self._early else None,
                 late=trigger.AfterCount(1))
@@ -102,7 +105,9 @@ class GroupMeasurements(beam.PTransform):
             | "Window" >> beam.WindowInto(
                 window.FixedWindows(self._window), trigger=when,
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=self._lateness)
-            | "Key" >> beam.Map(lambda m: (group_key(m), m))
+                allowed_lateness=lateness)
+            # Key coder: Beam's generic (length-prefixed) one, not the tuple coder it would infer
+            # from group_key's hint, which Prism 2.62 cannot decode ("unknown coder urn").
+            | "Key" >> beam.Map(lambda m: (group_key(m), m)).with_output_types(Tuple[Any, Any])
             | "Group" >> beam.CombinePerKey(CollectMeasurements())
         )
