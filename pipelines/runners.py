@@ -72,7 +72,7 @@ def fill_cached_runner_artifacts(argv: List[str]) -> List[str]:
     from pipelines import java_artifacts
 
     out = list(argv)
-    key = _runner_key(_value(out, "--runner"))
+    key = _runner_key(_value(out, "--runner")) or "direct"  # Beam's default runner
     if (key in PORTABLE_RUNNER_KEYS and _given(out, "--output")
             and not _given(out, "--output_executable_path")):
         out.append("--output_executable_path=")

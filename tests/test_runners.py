@@ -49,6 +49,10 @@ def test_no_cached_jar_for_an_uber_jar_submission(cache):
     assert fill_cached_runner_artifacts(argv) == argv
 
 
+def test_no_runner_is_beams_default_direct_runner(cache):
+    assert fill_cached_runner_artifacts(["--streaming"]) == ["--streaming", "--prism_location=" + cache["prism"]]
+
+
 @pytest.mark.parametrize("runner", ["PrismRunner", "DirectRunner", "direct"])
 def test_prism_and_direct_get_the_cached_prism(cache, runner):
     argv = fill_cached_runner_artifacts(["--runner=" + runner])
@@ -65,8 +69,8 @@ def test_other_runners_are_left_alone(cache, runner):
 
 def test_nothing_cached_leaves_beams_default(tmp_path, monkeypatch):
     monkeypatch.setenv("IOMT_CACHE", str(tmp_path / "empty"))
-    for runner in ("FlinkRunner", "PrismRunner"):
-        assert fill_cached_runner_artifacts(["--runner=" + runner]) == ["--runner=" + runner]
+    for argv in (["--runner=FlinkRunner"], ["--runner=PrismRunner"], []):
+        assert fill_cached_runner_artifacts(argv) == argv
 
 
 @pytest.mark.parametrize("output", [["--output=/tmp/obs"], ["--output", "/tmp/obs"]])
