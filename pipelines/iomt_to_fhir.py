@@ -79,14 +79,17 @@ def write_json_lines(pcoll, prefix: str, streaming: bool, single_file: bool, lab
 class FhirClientFactory:
     """Builds the FHIR client on the worker (sessions are not picklable); auth from the environment."""
 
-    def __init__(self, fhir_url: str, auth_kind: str):
+    def __init__(self, fhir_url: str, auth_kind: str, outage_seconds: Optional[float] = None,
+                 max_requests_per_second: float = 0.0):
         self.fhir_url = fhir_url
         self.auth_kind = auth_kind
+        self.outage_seconds = outage_seconds  # None: the client's short default budget
+        self.max_requests_per_second = max_requests_per_second
 
     def __call__(self):
-        from transforms.fhir.auth import auth_from_options
-        from transforms.fhir.client import FhirClient
-        return FhirClient(self.fhir_url, auth_from_options(self.auth_kind, self.fhir_url))
+        from transforms.fhir.client_setup import worker_client
+        return worker_client(self.fhir_url, self.auth_kind, self.outage_seconds,
+                             self.max_requests_per_second)
 
 
 class ServerIdentityFactory:
@@ -117,7 +120,10 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         regroup_late=streaming)
     identity = None
     if opts.fhir_url:
-        client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth)
+        from transforms.fhir.retry import outage_budget
+        client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth,
+                                           outage_budget(opts.fhir_outage_seconds, streaming),
+                                           opts.max_fhir_requests_per_second)
         identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system)
     elif getattr(opts, "output_format", None) == "fhir-ndjson":  # bulk files: Create mode's ids, no server
         identity = CreateModeIdsFactory(opts.device_identifier_system)
@@ -234,7 +240,10 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
                  for flag, value, least in (("--bundle-size", opts.bundle_size, 1),
                                             ("--read-batch-size", opts.read_batch_size, 1),
                                             ("--max-in-flight", opts.max_in_flight, 1),
-                                            ("--observation-cache-size", opts.observation_cache_size, 0))
+                                            ("--observation-cache-size", opts.observation_cache_size, 0),
+                                            ("--fhir-outage-seconds", opts.fhir_outage_seconds or 0, 0),
+                                            ("--max-fhir-requests-per-second",
+                                             opts.max_fhir_requests_per_second, 0))
                  if value < least]
     fraction = opts.max_dead_letter_fraction
     if fraction is not None and not 0 <= fraction <= 1:

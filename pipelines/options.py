@@ -69,6 +69,15 @@ class IomtFhirOptions(PipelineOptions):
                        help="Observations read by id per batch request before merging")
         f.add_argument("--max_in_flight", "--max-in-flight", dest="max_in_flight", type=int, default=2,
                        help="transaction bundles each writer sends at once (1 = one after the other)")
+        f.add_argument("--fhir_outage_seconds", "--fhir-outage-seconds", dest="fhir_outage_seconds",
+                       type=float, default=None,
+                       help="how long writes and identity lookups keep retrying transient failures "
+                            "(refused/reset connections, timeouts, 5xx, 429) before dead-lettering; "
+                            "default 900 on a stream, 600 in batch")
+        f.add_argument("--max_fhir_requests_per_second", "--max-fhir-requests-per-second",
+                       dest="max_fhir_requests_per_second", type=float, default=0.0,
+                       help="cap on FHIR requests per second per worker process (0 = no cap; "
+                            "429s are throttled adaptively either way)")
         f.add_argument("--observation_cache_size", "--observation-cache-size", dest="observation_cache_size",
                        type=int, default=5000,
                        help="Observations each writer remembers (1 h) so updates skip the read (0 = off)")

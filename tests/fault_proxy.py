@@ -16,6 +16,16 @@ request; requests without a pending fault are forwarded untouched. Kinds:
 
 ``require_tokens`` makes every request without ``Authorization: Bearer <one of them>`` get
 401, to test refresh-on-401. Only 127.0.0.1 is served and forwarded to; every wait is bounded.
+
+Two server-wide conditions besides the queued faults:
+
+- ``rate_limit(per_second, retry_after)``: a server with that capacity (token bucket, one
+  second of burst) answers 429 + ``Retry-After`` to what exceeds it, as Azure's or Google's
+  FHIR services do under load.
+- ``outage_after(n, seconds, ...)``: after the n-th matching request has been answered the
+  proxy is unreachable for ``seconds`` (listening socket closed: connection refused; open
+  keep-alive connections reset), then listens again on the same port. ``events`` records
+  ``("down"|"up", monotonic time, requests logged so far)``.
 """
 from __future__ import annotations
 
@@ -63,6 +73,10 @@ class FaultProxy:
         #: (method, path, status or kind) for each request seen, for assertions
         self.log: list[tuple[str, str, object]] = []
         self.require_tokens: Optional[set] = None
+        self._rate: Optional[list] = None  # [per_second, retry_after, tokens, last time]
+        self._outage: Optional[dict] = None
+        self._conns: set = set()  # open client connections, to reset them when going down
+        self.events: list[tuple[str, float]] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -71,6 +85,19 @@ class FaultProxy:
             def log_message(self, *args):  # keep test output quiet; never log bodies
                 pass
 
+            def setup(self):
+                super().setup()
+                with proxy._lock:
+                    proxy._conns.add(self.connection)
+
+            def finish(self):
+                with proxy._lock:
+                    proxy._conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
+
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -78,24 +105,87 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self._handler = Handler
+        self._listen(0)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_path}"
+
+    def _listen(self, port: int) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "FaultProxy":
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        if self._outage is not None:
+            self._outage["cancelled"] = True
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+    # -- server-wide conditions ---------------------------------------------------------------
+    def rate_limit(self, per_second: float, retry_after: int = 1) -> None:
+        with self._lock:
+            self._rate = [float(per_second), retry_after, float(per_second), time.monotonic()]
+
+    def outage_after(self, n: int, seconds: float, method: Optional[str] = None,
+                     path_contains: Optional[str] = None, body_contains: Optional[bytes] = None) -> None:
+        with self._lock:
+            self._outage = {"left": n, "seconds": seconds, "cancelled": False,
+                            "match": Fault("status", method=method, path_contains=path_contains,
+                                           body_contains=body_contains)}
+
+    def _over_rate(self) -> Optional[int]:
+        """The Retry-After to answer when this request exceeds the rate limit, else None."""
+        with self._lock:
+            if self._rate is None:
+                return None
+            per_second, retry_after, tokens, last = self._rate
+            now = time.monotonic()
+            tokens = min(per_second, tokens + (now - last) * per_second)
+            over = tokens < 1.0
+            self._rate[2:] = [tokens if over else tokens - 1.0, now]
+            return retry_after if over else None
+
+    def _count_for_outage(self, method: str, path: str, body: bytes) -> None:
+        with self._lock:
+            o = self._outage
+            if o is None or o["left"] <= 0 or not o["match"].matches(method, path, body):
+                return
+            o["left"] -= 1
+            if o["left"] > 0:
+                return
+        threading.Thread(target=self._go_down, args=(o,), daemon=True).start()
+
+    def _go_down(self, o: dict) -> None:
+        port = self.port
+        self.server.shutdown()
+        self.server.server_close()  # new connections: refused
+        with self._lock:
+            self.events.append(("down", time.monotonic(), len(self.log)))
+            conns = list(self._conns)
+        for c in conns:  # keep-alive connections: reset
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + o["seconds"]
+        while time.monotonic() < deadline and not o["cancelled"]:
+            time.sleep(0.1)
+        if o["cancelled"]:
+            return
+        self._listen(port)
+        self.thread.start()
+        with self._lock:
+            self.events.append(("up", time.monotonic(), len(self.log)))
 
     def add(self, *faults: Fault) -> None:
         with self._lock:
@@ -133,6 +223,11 @@ class FaultProxy:
                 self._reply(h, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'},
                             _outcome("login", "Unauthorized"))
                 return
+        retry_after = self._over_rate()
+        if retry_after is not None:
+            self._record(method, path, 429)
+            self._reply(h, 429, {"Retry-After": str(retry_after)}, _outcome("throttled", "over capacity"))
+            return
         fault = self._take(method, path, body)
         if fault is not None and fault.kind == "status":
             self._record(method, path, fault.status)
@@ -162,6 +257,7 @@ class FaultProxy:
             self._reply(h, status, headers, data)
         except OSError:
             h.close_connection = True  # the client gave up (timeout) and closed
+        self._count_for_outage(method, path, body)
 
     def _forward(self, method, path, headers, body):
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)

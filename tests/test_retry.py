@@ -118,3 +118,19 @@ def test_repeat_entries_keeps_last_failure_when_budget_ends():
     rep = Repeater(RetryPolicy(max_attempts=3), clock, rng=lambda: 0)
     assert rep.repeat_entries(send, 2) == [("429", 0), ("201", 1)]
     assert clock.sleeps == [5.0, 5.0]
+
+
+def test_outage_policy_retries_for_its_time_budget_not_a_number_of_attempts():
+    from transforms.fhir.retry import outage_budget
+    clock = FakeClock()
+    fn, calls = failing(12)  # a server down for ~1.5 min at 10 s between attempts
+    rep = Repeater(RetryPolicy.for_outage(900), clock, rng=lambda: 1.0)
+    assert rep.repeat(fn) == "ok"
+    assert calls["n"] == 13 and max(clock.sleeps) == 10.0  # backoff capped at 10 s
+    fn, calls = failing(10_000)
+    clock = FakeClock()
+    with pytest.raises(RetriesExhausted):
+        Repeater(RetryPolicy.for_outage(90), clock, rng=lambda: 1.0).repeat(fn)
+    assert 80 <= clock.now - 1000 <= 90  # gave up at the budget, not past it
+    assert (outage_budget(None, True), outage_budget(None, False), outage_budget(30, True)) == (
+        900.0, 600.0, 30.0)

@@ -263,3 +263,19 @@ def test_stream_writes_a_pane_after_flush_seconds_without_waiting_for_more(clien
         out = p | stream | WriteToFhir(factory, union_merge, flush_seconds=1.0, clock=lambda: 0.0)
         assert_that(out.outcomes | beam.Map(lambda r: r["outcome"]), equal_to([CREATED, UPDATED]))
     assert client.read("Observation", oid).resource["valueString"] == "1,2"
+
+
+@pytest.mark.parametrize("status, method", [(422, "PUT"), (400, "POST"), (404, "POST")])
+def test_permanent_errors_dead_letter_at_once_under_the_outage_budget(fault_proxy, unique,
+                                                                    status, method):
+    """The outage budget is for transient failures only: a 422 on the write, a 400 or 404 on
+    the batched read by id fail the item at once (no retry), even with 300 s to spend."""
+    import time
+    fault_proxy.add(Fault("status", status, method=method))
+    c = FhirClient(fault_proxy.url, retry_policy=RetryPolicy.for_outage(300))
+    t0 = time.monotonic()
+    (res,) = ObservationWriter(c, union_merge).write([WriteItem(obs(f"perm-{unique}", ["1"]))])
+    c.close()
+    assert res.outcome == FAILED and res.error.status == status and not res.error.retryable
+    assert time.monotonic() - t0 < 2
+    assert len(fault_proxy.log) == (1 if method == "POST" else 2)  # no second attempt

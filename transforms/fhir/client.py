@@ -25,6 +25,7 @@ from transforms.fhir.auth import Auth
 from transforms.fhir.retry import (RETRYABLE_STATUSES, SYSTEM_CLOCK, Clock, Repeater,
                                    RetriesExhausted, RetryableError, RetryPolicy,
                                    parse_retry_after)
+from transforms.fhir.throttle import NoThrottle, WorkerThrottle
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,10 @@ class FhirClient:
 
     ``timeout`` is (connect, read) seconds. TLS verification is on unless ``verify`` says
     otherwise (a CA bundle path is the right way for private CAs). ``retry_policy`` bounds
-    attempts and total time for transient failures; a 401 triggers one token refresh.
+    attempts and total time for transient failures (the pipeline's is the outage budget,
+    ``RetryPolicy.for_outage``: the calling thread blocks meanwhile); a 401 triggers one
+    token refresh. ``throttle`` holds requests back when the server refuses with 429 (and
+    caps the rate when asked), shared by the worker's threads.
     """
 
     def __init__(self, base_url: str, auth: Optional[Auth] = None,
@@ -160,8 +164,12 @@ class FhirClient:
                  retry_policy: RetryPolicy = RetryPolicy(), clock: Clock = SYSTEM_CLOCK,
                  rng: Callable[[], float] = random.random, pool_maxsize: int = 16,
                  verify: Union[bool, str] = True,
-                 on_retry: Optional[Callable[[RetryableError, float], None]] = None):
+                 on_retry: Optional[Callable[[RetryableError, float], None]] = None,
+                 throttle: Optional[WorkerThrottle] = None):
         self.base_url = base_url.rstrip("/")
+        #: client-side throttling shared with the other clients of this worker process
+        #: (``transforms.fhir.throttle.worker_throttle``); none by default
+        self.throttle = throttle or NoThrottle()
         self.auth = auth or Auth()
         self.timeout = timeout
         self.clock = clock
@@ -207,6 +215,7 @@ class FhirClient:
                 h["Content-Type"] = FHIR_JSON
             h.update(headers)
             h.update(self.auth.headers())
+            self.throttle.before_request()
             with self._count_lock:
                 self.requests_sent += 1
             try:
@@ -215,6 +224,7 @@ class FhirClient:
             except (requests.ConnectionError, requests.Timeout) as err:
                 raise RetryableError(f"{method} transport error: {type(err).__name__}",
                                      cause=err) from None
+            self.throttle.after_response(resp.status_code)
             if resp.status_code == 401 and not refreshed:
                 refreshed = True
                 with self._count_lock:

@@ -14,6 +14,9 @@ Turns a measurement group's device/patient/encounter *identifiers* into FHIR log
 Results are cached per DeviceId (as the reference: size 5000, sliding 2 h), so Device ->
 Patient re-assignments are only seen after the entry idles out. Errors are the reference's
 exception types; they are data problems, dead-lettered with ``error_type``, never retried.
+Server trouble is not: the lookups go through the pipeline's :class:`FhirClient`, which
+retries transient failures for the outage budget (``--fhir-outage-seconds``) while the
+calling thread blocks, exactly as the writer's requests do.
 
 Hashes, shell resources and reference parsing are ``transforms.mapping.identifiers``'s.
 """

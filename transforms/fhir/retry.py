@@ -8,6 +8,10 @@ Why our own and not ``urllib3.Retry``: we must (a) honour per-entry 429s inside 
 batch/transaction response body, which urllib3 cannot see, (b) bound the *total* time
 spent, not only the attempt count, so a throttled FHIR server cannot stall a Beam bundle
 forever, and (c) refresh auth between attempts (handled by the client).
+
+Transient (retried within the budget): connection refused or reset, timeouts, 408, 429,
+500, 502, 503, 504. Everything else (400, 404 on a read by id, 409/412, 422 ...) is final at
+once: the caller dead-letters or handles it.
 """
 from __future__ import annotations
 
@@ -66,16 +70,35 @@ class RetriesExhausted(Exception):
         self.status = last.status
 
 
+#: Outage budgets (``--fhir-outage-seconds``) when none is given. A stream has nowhere
+#: better to keep data than its source (Pub/Sub, Event Hubs keep it while the writer waits),
+#: so it waits long enough for a server restart or fail-over: 15 min. A batch run waits
+#: 10 min: long enough for a restart, shorter because a backfill blocked longer holds a
+#: fleet of idle workers, and what it dead-letters after that is replayed
+#: (``iomt-fhir replay``) once the server is back.
+STREAM_OUTAGE_SECONDS = 900.0
+BATCH_OUTAGE_SECONDS = 600.0
+
+
+def outage_budget(seconds: Optional[float], streaming: bool) -> float:
+    """The outage budget to use: the option's value, else the stream or batch default."""
+    if seconds is not None:
+        return float(seconds)
+    return STREAM_OUTAGE_SECONDS if streaming else BATCH_OUTAGE_SECONDS
+
+
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try. Defaults suit a streaming writer: a few attempts, at most 2 minutes.
+    """How hard to try. The defaults are a short budget (tools, tests); the pipeline rides
+    out outages with :meth:`for_outage`.
 
-    ``max_attempts`` counts the first call. ``max_total_seconds`` bounds the time from the
-    first call to the start of the last attempt; a ``Retry-After`` longer than what is left
-    ends the retries at once rather than sleeping past the budget.
+    ``max_attempts`` counts the first call (None: no limit, only time). ``max_total_seconds``
+    bounds the time from the first call to the start of the last attempt; a
+    ``Retry-After`` longer than what is left ends the retries at once rather than sleeping
+    past the budget.
     """
 
-    max_attempts: int = 6
+    max_attempts: Optional[int] = 6
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
     multiplier: float = 2.0
@@ -89,8 +112,16 @@ class RetryPolicy:
         Full jitter (AWS architecture blog) spreads many workers' retries so they do not
         hit a recovering server in lock-step.
         """
-        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry_number - 1))
+        exponent = min(retry_number - 1, 64)  # no float overflow on a long outage
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** exponent)
         return ceiling * rng()
+
+    @classmethod
+    def for_outage(cls, seconds: float) -> "RetryPolicy":
+        """Ride out an outage of up to ``seconds``: no attempt limit, backoff capped at 10 s
+        (so a recovered server is used again within seconds, not minutes)."""
+        return cls(max_attempts=None, initial_backoff=0.5, max_backoff=10.0,
+                   max_total_seconds=float(seconds))
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -132,7 +163,7 @@ class Repeater:
     def next_delay(self, retry_number: int, error: RetryableError, elapsed: float) -> Optional[float]:
         """Delay before retry ``retry_number`` (1-based), or None when we must give up."""
         p = self.policy
-        if retry_number >= p.max_attempts:
+        if p.max_attempts is not None and retry_number >= p.max_attempts:
             return None
         delay = p.backoff(retry_number, self.rng)
         if error.retry_after is not None:

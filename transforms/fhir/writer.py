@@ -267,11 +267,20 @@ class ObservationWriter:
             try:
                 results = send(entries)
             except FhirError as err:
+                if err.retryable and self._time_budget_only():
+                    # the outage budget is spent: one by one would spend it again per entry
+                    return [err] * len(part)
                 log.info("%s of %d entries failed (%s %s); writing entries one by one",
                          self.bundle_type, len(part), err.status, type(err).__name__)
         if results is None:
             results = [self._put_one(p) for p in part]
         return results
+
+    def _time_budget_only(self) -> bool:
+        """True when the client retries until a time budget (an outage budget), not a
+        number of attempts."""
+        repeater = getattr(self.client, "repeater", None)
+        return repeater is not None and repeater.policy.max_attempts is None
 
     def _submit(self, fn, arg) -> Callable[[], Any]:
         """Run ``fn(arg)`` now (one in flight) or on a worker thread; returns a getter of
