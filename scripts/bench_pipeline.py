@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline (files -> Observations to files) vs a trivial Beam pipeline.
 
 Both run on ``FnApiRunner`` in this process over the SAME file of simulated device
-messages (``scripts/simulate_devices.py``, the example mappings in ``templates/``):
+messages (``scripts/simulate_devices.py``'s archive, the example mappings in ``templates/``):
 
 - baseline: ReadFromText -> json.loads -> timestamp -> FixedWindows(3600) ->
   GroupByKey by (device, type) -> count -> WriteToText. One element per message
@@ -42,14 +42,14 @@ MAPPINGS = ROOT / "templates"
 
 def write_messages(path: pathlib.Path, n: int) -> int:
     """At least ``n`` simulated messages (whole minutes of ``DEVICES`` devices), streamed to ``path``."""
-    import simulate_devices
+    from pipelines import simulator
 
     per_minute = DEVICES * 1.06  # heart rate every minute, blood pressure / steps / weight less often
     minutes = int(n / per_minute) + 1
     count = 0
     with open(path, "w", encoding="utf-8") as out:
         while count < n:  # top up when the estimate fell short
-            for m in simulate_devices.messages(DEVICES, minutes, "2026-01-05T00:00:00Z", 7):
+            for m in simulator.archive_messages(DEVICES, minutes, "2026-01-05T00:00:00Z", 7):
                 out.write(json.dumps(m, separators=(",", ":")) + "\n")
                 count += 1
             minutes = max(1, int((n - count) / per_minute) + 1)
