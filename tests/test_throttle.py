@@ -75,7 +75,7 @@ def keep_first(item, existing):
 def _write_from_threads(url, throttle_for, threads, per_thread, unique):
     """``threads`` writers (DoFn instances of one worker), each with its own client, write
     ``per_thread`` new Observations (one batch read + one transaction each)."""
-    outcomes, errors = [], []
+    outcomes, errors, throttled = [], [], []
 
     def run(n):
         client = FhirClient(url, retry_policy=RetryPolicy.for_outage(60), throttle=throttle_for(n))
@@ -86,6 +86,7 @@ def _write_from_threads(url, throttle_for, threads, per_thread, unique):
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
         finally:
+            throttled.append(client.throttled_seconds)
             client.close()
 
     workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
@@ -94,7 +95,7 @@ def _write_from_threads(url, throttle_for, threads, per_thread, unique):
         w.start()
     for w in workers:
         w.join(timeout=120)
-    return outcomes, errors, time.monotonic() - t0
+    return outcomes, errors, time.monotonic() - t0, sum(throttled)
 
 
 THREADS, PER_THREAD, CAPACITY = 16, 3, 4.0
@@ -109,7 +110,7 @@ def test_many_threads_against_a_server_of_fixed_capacity(mode, fault_proxy, uniq
     refuses almost nothing. Everything is written either way, in bounded time."""
     fault_proxy.rate_limit(CAPACITY, retry_after=1)
     shared = WorkerThrottle(CAPACITY if mode == "rate_cap" else 0.0)
-    outcomes, errors, took = _write_from_threads(fault_proxy.url, lambda n: shared, THREADS,
+    outcomes, errors, took, throttled = _write_from_threads(fault_proxy.url, lambda n: shared, THREADS,
                                                  PER_THREAD, unique)
     statuses = [k for _m, _p, k in fault_proxy.log]
     accepted, refused = sum(1 for k in statuses if k != 429), statuses.count(429)
@@ -123,3 +124,5 @@ def test_many_threads_against_a_server_of_fixed_capacity(mode, fault_proxy, uniq
     else:
         assert refused <= 4
     assert took < 30
+    # each client's own waits: held back, rate cap, and at least 1 s (Retry-After) per 429
+    assert throttled >= refused + (shared.throttled_seconds if mode == "rate_cap" else 0) - 0.01

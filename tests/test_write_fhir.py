@@ -279,3 +279,19 @@ def test_permanent_errors_dead_letter_at_once_under_the_outage_budget(fault_prox
     assert res.outcome == FAILED and res.error.status == status and not res.error.retryable
     assert time.monotonic() - t0 < 2
     assert len(fault_proxy.log) == (1 if method == "POST" else 2)  # no second attempt
+
+
+def test_time_throttled_is_reported_as_beams_throttling_counter(fault_proxy, client, unique):
+    """A server refusing with 429 + Retry-After: the write step reports the time it waited as
+    ``cumulativeThrottlingSeconds`` (the counter name Dataflow's autoscaler reads)."""
+    from apache_beam.metrics.metric import MetricsFilter
+    fault_proxy.add(Fault("status", 429, headers={"Retry-After": "1"}, method="POST"),
+                    Fault("status", 429, headers={"Retry-After": "1"}, method="PUT"))
+    factory = functools.partial(FhirClient, fault_proxy.url, retry_policy=RetryPolicy.for_outage(30))
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = p | beam.Create([WriteItem(obs(f"thr-{unique}", ["1"]))]) | WriteToFhir(factory, union_merge)
+    result = p.run()
+    result.wait_until_finish()
+    (counter,) = result.metrics().query(MetricsFilter().with_name("cumulativeThrottlingSeconds"))["counters"]
+    assert counter.committed >= 2
+    assert client.read("Observation", f"thr-{unique}").resource["valueString"] == "1"

@@ -113,6 +113,8 @@ class WriteObservationsFn(beam.DoFn):
         self.clock = clock
         self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
         self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
+        #: the name Beam's IOs use, which Dataflow's autoscaler reads as "throttled"
+        self.throttled = Metrics.counter("iomt_fhir", "cumulativeThrottlingSeconds")
 
     def setup(self):
         self.client = self.client_factory()
@@ -121,6 +123,7 @@ class WriteObservationsFn(beam.DoFn):
             max_conflict_retries=self.max_conflict_retries, bundle_type=self.bundle_type,
             on_contention=self.contention.inc, max_in_flight=self.max_in_flight,
             cache=ObservationCache(self.observation_cache_size, self.observation_cache_seconds))
+        self._throttled_reported = 0
 
     def process(self, element, w=beam.DoFn.WindowParam, ts=beam.DoFn.TimestampParam,
                 items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
@@ -167,7 +170,12 @@ class WriteObservationsFn(beam.DoFn):
         if not buffered:
             return
         # the write happens here, inside the key's callback: see "One writer per Observation"
-        for item, res in zip(buffered, self.writer.write(buffered)):
+        results = self.writer.write(buffered)
+        throttled = int(self.client.throttled_seconds)
+        if throttled > self._throttled_reported:
+            self.throttled.inc(throttled - self._throttled_reported)
+            self._throttled_reported = throttled
+        for item, res in zip(buffered, results):
             if res.outcome == FAILED:
                 Metrics.counter("Errors", error_type_of(res.error)).inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, write_failure(

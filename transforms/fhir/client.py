@@ -173,7 +173,8 @@ class FhirClient:
         self.auth = auth or Auth()
         self.timeout = timeout
         self.clock = clock
-        self.repeater = Repeater(retry_policy, clock, rng, on_retry)
+        self._user_on_retry = on_retry
+        self.repeater = Repeater(retry_policy, clock, rng, self._on_retry)
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
@@ -187,7 +188,18 @@ class FhirClient:
         #: send from several threads, hence the lock)
         self.requests_sent = 0
         self.auth_refreshes = 0
+        #: seconds this client waited because of throttling: held back locally, or a 429's
+        #: Retry-After/backoff (Beam IOs report this as ``cumulativeThrottlingSeconds``, which
+        #: Dataflow's autoscaler reads as "throttled, do not add workers")
+        self.throttled_seconds = 0.0
         self._count_lock = threading.Lock()
+
+    def _on_retry(self, err: RetryableError, delay: float) -> None:
+        if err.status == 429:
+            with self._count_lock:
+                self.throttled_seconds += delay
+        if self._user_on_retry is not None:
+            self._user_on_retry(err, delay)
 
     def __repr__(self) -> str:
         return f"FhirClient({self.base_url!r}, auth={self.auth!r})"
@@ -215,9 +227,10 @@ class FhirClient:
                 h["Content-Type"] = FHIR_JSON
             h.update(headers)
             h.update(self.auth.headers())
-            self.throttle.before_request()
+            waited = self.throttle.before_request()
             with self._count_lock:
                 self.requests_sent += 1
+                self.throttled_seconds += waited
             try:
                 resp = self.session.request(method, url, params=params, json=body, headers=h,
                                             timeout=self.timeout)
