@@ -117,3 +117,48 @@ def corrupt_second_block(data: bytes, schema: Dict, records: List[Dict]) -> byte
     first = avro_bytes(schema, records[:blocks[0].num_records], sync_interval=10 ** 9)
     cut = len(first) + 4  # a few bytes into the second block (count, size, then data)
     return data[:cut] + bytes([data[cut] ^ 0xFF]) + data[cut + 1:]
+
+
+_RESULTS = {}  # FnApiRunner runs in this process: the matchers hand their input over here
+
+
+def _stash(name, got):
+    _RESULTS[name] = list(got)
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def summary(pattern: str, input_format: str, range_bytes: int = 64 << 20, pipeline_check=None):
+    """Run ``ReadArchiveFiles`` on FnApiRunner: (sorted (body text, file basename), sorted
+    (stage, error_type, file basename, byte_offset, record_index, message)) of the run.
+    ``pipeline_check(pipeline)`` runs on the built pipeline before it runs."""
+    return summaries([(pattern, input_format)], range_bytes, pipeline_check)[0]
+
+
+def summaries(reads, range_bytes: int = 64 << 20, pipeline_check=None, options=None):
+    """``summary`` of several (pattern, input format) reads, all in one pipeline run."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.util import assert_that
+
+    from transforms import archive_formats as af
+    from transforms.dead_letter import DEAD_LETTER_TAG
+    from transforms.read_files import ReadArchiveFiles
+
+    p = beam.Pipeline(runner=FnApiRunner(), options=options)
+    for i, (pattern, input_format) in enumerate(reads):
+        read = p | f"Read{i}" >> ReadArchiveFiles(pattern, input_format, range_bytes=range_bytes)
+        events = read.events | f"Bodies{i}" >> beam.Map(
+            lambda e: (e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else e.body,
+                       basename(e.system_properties[af.SOURCE_FILE_PROPERTY])))
+        dead = read[DEAD_LETTER_TAG] | f"Dead{i}" >> beam.Map(
+            lambda r: (r["stage"], r["error_type"], basename(r["payload"]["file"]),
+                       r["payload"]["byte_offset"], r["payload"]["record_index"], r["message"]))
+        assert_that(events, lambda got, i=i: _stash(("events", i), got), label=f"keepEvents{i}")
+        assert_that(dead, lambda got, i=i: _stash(("dead", i), got), label=f"keepDead{i}")
+    if pipeline_check:
+        pipeline_check(p)
+    p.run().wait_until_finish()
+    return [(sorted(_RESULTS.pop(("events", i))), sorted(_RESULTS.pop(("dead", i)))) for i in range(len(reads))]

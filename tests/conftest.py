@@ -36,4 +36,4 @@ def vectors():
 
 # FHIR server / fault proxy fixtures (tests/fhir_fixtures.py) and the Pub/Sub emulator
 # (tests/pubsub_fixtures.py), the Kafka broker (tests/kafka_fixtures.py); tests/ is on sys.path (no __init__.py).
-pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "kafka_fixtures"]
+pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "storage_fixtures", "kafka_fixtures"]

@@ -7,43 +7,18 @@ import json
 import os
 import zlib
 
-import apache_beam as beam
 import pytest
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.util import assert_that, equal_to
 
 from archive_files import (CAPTURE_SCHEMA, IOT_TEMPLATE, ROUTING_SCHEMA, avro_bytes, capture_records,
-                           corrupt_second_block, iot_events, routing_records)
+                           corrupt_second_block, iot_events, routing_records, summary)
 from pipelines import iomt_to_fhir
 from transforms import archive_formats as af
 from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.read_files import ReadArchiveFiles, ReadUnitFn, plan_reads
+from transforms.read_files import ReadUnitFn, plan_reads
 
 
 def body(i):
     return json.dumps({"hr": 60 + i, "dev": f"d{i % 3}"})
-
-
-def summary(pattern, input_format, range_bytes=64 << 20):
-    """(sorted bodies, sorted (error_type, file basename, offset, index)) of one pipeline run."""
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        read = p | ReadArchiveFiles(pattern, input_format, range_bytes=range_bytes)
-        events = read.events | "Bodies" >> beam.Map(
-            lambda e: (e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else e.body,
-                       os.path.basename(e.system_properties[af.SOURCE_FILE_PROPERTY])))
-        dead = read[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
-            lambda r: (r["stage"], r["error_type"], os.path.basename(r["payload"]["file"]),
-                       r["payload"]["byte_offset"], r["payload"]["record_index"], r["message"]))
-        assert_that(events, lambda got: _stash("events", got), label="keepEvents")
-        assert_that(dead, lambda got: _stash("dead", got), label="keepDead")
-    return sorted(_RESULTS.pop("events")), sorted(_RESULTS.pop("dead"))
-
-
-_RESULTS = {}  # FnApiRunner runs in this process: the matchers hand their input over here
-
-
-def _stash(name, got):
-    _RESULTS[name] = list(got)
 
 
 def test_json_lines_compressed_split_and_bad_files(tmp_path):

@@ -59,10 +59,32 @@ class ArchiveReadError(Exception):
 _SAFE_MESSAGE_TYPES = (EOFError, zlib.error, lzma.LZMAError)
 
 
+def http_status(error: BaseException) -> Optional[int]:
+    """The HTTP status of a storage client's error (Azure ``status_code``, Google ``code``,
+    botocore ``response``), else ``None``."""
+    for attr in ("status_code", "code"):
+        value = getattr(error, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        value = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(value, int):
+            return value
+    return None
+
+
+_STATUS_TYPES = {401: "PermissionError", 403: "PermissionError", 404: "FileNotFoundError"}
+
+
 def safe_reason(error: BaseException) -> str:
-    """A description of ``error`` that holds no file content (paths are not content)."""
+    """A description of ``error`` that holds no file content (paths are not content) and no
+    request URL (a SAS token or signed URL would be a secret)."""
     if isinstance(error, ArchiveReadError):
         return str(error)
+    status = http_status(error)
+    if status is not None:
+        return f"the storage service answered HTTP {status} ({type(error).__name__})"
     if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
         # strerror is the OS's text ("Permission denied"); str(OSError) of a client library
         # may embed a server response, so use it only when there is no strerror.
@@ -82,7 +104,12 @@ def stopped(error: BaseException, byte_offset: Optional[int] = None,
 
 
 def error_name(error: BaseException) -> str:
-    return "zlib.error" if isinstance(error, zlib.error) else type(error).__name__
+    """The error type of a read dead letter: a storage service's 401/403 and 404 under the
+    local names (``PermissionError``, ``FileNotFoundError``) so one runbook covers every store."""
+    if isinstance(error, zlib.error):
+        return "zlib.error"
+    status = http_status(error)
+    return _STATUS_TYPES.get(status, type(error).__name__) if status is not None else type(error).__name__
 
 
 # ---------------------------------------------------------------- JSON lines
