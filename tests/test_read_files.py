@@ -133,3 +133,26 @@ def test_capture_backfill_end_to_end_with_bad_files(tmp_path):
 
 def dead_type(dead, name):
     return next(d["error_type"] for d in dead if d["payload"]["file"].endswith(name))
+
+
+def test_a_bad_json_array_element_is_dead_lettered_alone_at_normalization(tmp_path):
+    """The elements of a good array go on one by one: one that fails normalization (a
+    timestamp that is not a date) is the only dead letter, its neighbours are measured."""
+    from transforms.normalize import NormalizeDoFn
+    device = json.dumps({"templateType": "CollectionContent", "template": [{
+        "templateType": "CalculatedContent", "template": {
+            "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
+            "deviceIdExpression": "$.matchedToken.dev", "timestampExpression": "$.matchedToken.at",
+            "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
+    elements = [{"hr": 60, "dev": "d1", "at": "2024-01-01T08:00:00Z"}, {"hr": 61, "dev": "d1", "at": "never"},
+                {"hr": 62, "dev": "d1", "at": "2024-01-01T08:01:00Z"}]
+    (tmp_path / "export.json").write_text(json.dumps(elements))
+    events = list(ReadUnitFn("json-array").process((str(tmp_path / "export.json"), 0, None, 0)))
+    assert len(events) == 3
+    fn = NormalizeDoFn(device)
+    fn.setup()
+    out = [o for e in events for o in fn.process(e)]
+    dead = [o.value for o in out if getattr(o, "tag", None) == DEAD_LETTER_TAG]
+    measured = [o.value.to_json()["Properties"] for o in out if getattr(o, "tag", None) != DEAD_LETTER_TAG]
+    assert [(d["stage"], json.loads(d["payload"]["body"])["at"]) for d in dead] == [("normalization", "never")]
+    assert len(measured) == 2
