@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,8 +85,16 @@ def run_cli(runner_args: List[str], d, base: str, dead: str) -> Tuple[int, str, 
             f"--input={d / 'in.jsonl'}", f"--fhir-url={base}", "--identity-mode=Create",
             f"--dead-letter={d / dead}", "--window-seconds=3600", "--single-file-outputs"]
     start = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    return proc.returncode, proc.stderr, time.monotonic() - start
+    # Its own process group: on a timeout the job server Beam started goes too.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        raise AssertionError(f"iomt-fhir run did not finish in {RUN_TIMEOUT}s:\n{err[-3000:]}")
+    return proc.returncode, err, time.monotonic() - start
 
 
 def summary(stderr: str) -> Dict[str, int]:
