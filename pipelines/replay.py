@@ -329,6 +329,9 @@ def register(sub) -> None:
     r.add_argument("--device-identifier-system", default="")
     r.add_argument("--stage", action="append", choices=STAGES, help="only records of this stage (repeatable)")
     r.add_argument("--error-type", action="append", help="only records of this error type (repeatable)")
+    r.add_argument("--fhir-outage-seconds", type=float, default=None,
+                   help="retry transient failures (refused, reset, timeouts, 429, 5xx) this long before a "
+                        "record fails again (default: the client's short budget, at most 2 minutes)")
     r.add_argument("--bundle-size", type=int, default=50)
     r.add_argument("--skip-preflight", action="store_true")
     r.set_defaults(func=cmd_replay)
@@ -364,7 +367,9 @@ def cmd_replay(args) -> int:
     records = ((p, n, r) for p, n, r in read_records(pattern)
                if r is None or ((not stages or r.get("stage") in stages)
                                 and (not types or r.get("error_type") in types)))
-    client_factory = iomt_to_fhir.FhirClientFactory(args.fhir_url, args.fhir_auth)
+    if args.fhir_outage_seconds is not None and args.fhir_outage_seconds < 0:
+        raise LaunchError("--fhir-outage-seconds must be at least 0")
+    client_factory = iomt_to_fhir.FhirClientFactory(args.fhir_url, args.fhir_auth, args.fhir_outage_seconds)
     identity = iomt_to_fhir.ServerIdentityFactory(client_factory, args.identity_mode,
                                                   args.device_identifier_system)
     client = client_factory()

@@ -161,7 +161,7 @@ def test_replay_after_an_outage_merges_into_what_the_server_holds(tmp_path, fhir
     # the server is back (a replay's preflight would have refused while it was not)
     fault_proxy.clear()
     args = ["--dead-letter", f"{tmp_path / 'dead'}*", "--device-mapping", dm, "--fhir-mapping", fm,
-            "--fhir-url", fault_proxy.url]
+            "--fhir-url", fault_proxy.url, "--fhir-outage-seconds", "30"]
     rc, err = replay(capsys, *args)
     assert rc == 0, err
     assert "recovered: identity 1/1, fhir_write 1/1" in err and "written: created=1 updated=1 unchanged=0" in err
