@@ -148,7 +148,8 @@ class _JsonPathMixedChain(Expression):
 
 
 class _JsonPathScanExists(Expression):
-    """``$..[?(@a && @b.c)]``: recursive scan of dicts with a precompiled predicate."""
+    """``$..[?(@a && @b.c)]``, ``$..[?(@event == 'worn')]``: recursive scan of dicts with a
+    precompiled predicate."""
 
     __slots__ = ("predicate",)
 
@@ -157,10 +158,14 @@ class _JsonPathScanExists(Expression):
         self.predicate = predicate
 
     def select_tokens(self, data) -> list:
-        return _jp.scan_dicts(data, self.predicate)
+        try:
+            return _jp.scan_dicts(data, self.predicate)
+        except _jp.JsonPathRuntimeError as e:  # a comparison Newtonsoft refuses, as the general path
+            raise ExpressionEvaluationException(
+                f"Error evaluating JsonPath expression {self.text}: {e}") from e
 
     def select_token(self, data):
-        found = _jp.scan_dicts(data, self.predicate)
+        found = self.select_tokens(data)
         if not found:
             return NOT_FOUND
         if len(found) > 1:

@@ -1064,8 +1064,10 @@ def _exists_dict_predicate(expression):
             a, b = parts
             return lambda d: a(d) or b(d)
         return lambda d: any(p(d) for p in parts)
-    if not isinstance(expression, BooleanExpression) or expression.op != EXISTS:
+    if not isinstance(expression, BooleanExpression):
         return None
+    if expression.op != EXISTS:
+        return _compare_dict_predicate(expression)
     if isinstance(expression.left, Literal):
         return None
     keys = key_chain(expression.left)
@@ -1083,6 +1085,23 @@ def _exists_dict_predicate(expression):
                 return False
         return last in d
     return nested
+
+
+def _compare_dict_predicate(expression):
+    """``@.name <op> literal`` (e.g. ``$..[?(@event == 'worn')]``) over a *dict*; None otherwise.
+
+    The general path evaluates ``@.name`` on every descendant (leaves and lists too) and
+    matches with ``_match_tokens``; only a dict holding ``name`` selects anything, and then
+    exactly ``[d[name]]``, so this tests the same with one lookup.
+    """
+    left, right, op = expression.left, expression.right, expression.op
+    if isinstance(left, Literal) or not isinstance(right, Literal):
+        return None
+    keys = key_chain(left)
+    if not keys or len(keys) != 1 or keys[0].__class__ is not str:
+        return None
+    key, value = keys[0], right.value
+    return lambda d: key in d and _match_tokens(op, d[key], value)
 
 
 _LEAF_TYPES = frozenset((str, int, float, bool, type(None), DateToken))
