@@ -127,6 +127,39 @@ def launcher_argv(argv: Iterable[str]) -> List[str]:
     return out
 
 
+def tool_main(argv: Optional[List[str]] = None, metadata_path: str = "deploy/dataflow/metadata.json") -> int:
+    """``scripts/dataflow-flex-template``: regenerate or check ``metadata.json``, write the spec."""
+    import pathlib
+
+    metadata_file = pathlib.Path(metadata_path)
+    p = argparse.ArgumentParser(prog="dataflow-flex-template")
+    p.add_argument("--write-metadata", action="store_true", help=f"rewrite {metadata_file}")
+    p.add_argument("--check", action="store_true", help=f"exit 1 when {metadata_file} is stale")
+    p.add_argument("--image", help="the launcher/worker image (REGION-docker.pkg.dev/PROJECT/REPO/iomt-fhir:TAG)")
+    p.add_argument("--sdk-container-image", help="workers' image, if not --image")
+    p.add_argument("--output", help="where to write the template spec JSON (local path or gs://...)")
+    a = p.parse_args(argv)
+    if not (a.write_metadata or a.check or a.output):
+        p.error("give --write-metadata, --check or --image IMAGE --output SPEC")
+    if a.output and not a.image:
+        p.error("--output needs --image")
+    text = metadata_json()
+    if a.write_metadata:
+        metadata_file.write_text(text, encoding="utf-8")
+        print(f"wrote {metadata_file} ({len(metadata()['parameters'])} parameters)", file=sys.stderr)
+    if a.check and (not metadata_file.is_file() or metadata_file.read_text(encoding="utf-8") != text):
+        print(f"{metadata_file} is stale: run scripts/dataflow-flex-template --write-metadata", file=sys.stderr)
+        return 1
+    if a.output:
+        from apache_beam.io.filesystems import FileSystems
+
+        spec = json.dumps(template_spec(a.image, a.sdk_container_image), indent=2) + "\n"
+        with FileSystems.create(a.output, mime_type="application/json") as f:
+            f.write(spec.encode("utf-8"))
+        print(f"wrote template spec {a.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the template launcher (``FLEX_TEMPLATE_PYTHON_PY_FILE``)."""
     from pipelines import iomt_to_fhir

@@ -50,7 +50,9 @@ class IomtFhirOptions(PipelineOptions):
                        help="fixed event-time window size; default: the FHIR mapping's longest "
                             "Observation period (hour or day), else 300")
         w.add_argument("--early_firing_seconds", "--early-firing-seconds", dest="early_firing_seconds",
-                       type=int, default=60, help="streaming: emit a window's data every N s of processing time")
+                       type=int, default=3,
+                       help="streaming: emit a window's data every N s of processing time; the latency floor "
+                            "(README 'Latency'), and each open Observation is written at most once per N s")
         w.add_argument("--allowed_lateness_seconds", "--allowed-lateness-seconds",
                        dest="allowed_lateness_seconds", type=int, default=86400)
 
