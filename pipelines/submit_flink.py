@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"EXTERNAL: worker pool address (default {DEFAULT_WORKER_POOL}); PROCESS: "
                         '\'{"command": "/opt/apache/beam/boot"}\'; DOCKER: the SDK image')
     p.add_argument("--uber-jar", action="store_true",
-                   help="upload one jar through Flink's REST API instead of running Beam's job server here")
+                   help="upload one jar through Flink's REST API instead of running Beam's job server here "
+                        "(needs Beam's shaded job-server jar; Beam downloads it)")
     p.add_argument("--dry-run", action="store_true", help="print the command, do not submit")
     return p
 
