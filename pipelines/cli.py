@@ -284,4 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m pipelines.cli``: this file runs as ``__main__``, but sub-command modules
+    # register into ``pipelines.cli`` (the name they import); dispatch through that module.
+    from pipelines import cli as _cli
+    sys.exit(_cli.main())

@@ -699,3 +699,12 @@ def test_transform_properties_not_an_array_is_incompatible_data(tmp_path):
     assert r.returncode == 0
     assert [strip_issued(o) for o in json_lines(r.stdout)] == [expected_temperature()]  # goes on
     assert [(e["line"], e["error"]) for e in json_lines(r.stderr)] == [(1, "IncompatibleDataException")]
+
+
+def test_python_dash_m_dispatches_registered_commands():
+    """``python -m pipelines.cli`` runs this file as ``__main__``; commands that parse their own
+    argv (``run``) register into ``pipelines.cli`` and must be found from there too."""
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "--device-mapping" in proc.stdout
