@@ -66,10 +66,11 @@ def write_json_lines(pcoll, prefix: str, streaming: bool, single_file: bool, lab
     """JSON lines to files: one file per output in batch with ``single_file``, windowed files when streaming."""
     lines = pcoll | f"{label}ToJson" >> beam.Map(_to_json_line)
     if streaming:
+        from transforms.streaming_files import flushed_windows, pane_file_naming
         return (lines
-                | f"{label}Window" >> beam.WindowInto(window.FixedWindows(60))
+                | f"{label}Window" >> flushed_windows()
                 | f"{label}Write" >> fileio.WriteToFiles(path=prefix, shards=1,
-                                                         file_naming=fileio.default_file_naming(label, ".jsonl")))
+                                                         file_naming=pane_file_naming(label, ".jsonl")))
     if single_file:
         return lines | f"{label}Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl",
                                                               num_shards=1, shard_name_template="")
@@ -222,6 +223,13 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
     # Pub/Sub and Event Hubs / Kafka are unbounded: always a streaming job.
     streaming = (options.view_as(StandardOptions).streaming or bool(opts.pubsub_subscription)
                  or bool(opts.kafka_topic))
+    if opts.kafka_topic:  # Kafka IO on Flink needs checkpointing (offset commits)
+        from transforms.kafka_source import flink_kafka_args
+        extra = flink_kafka_args(argv)
+        if extra:
+            argv = argv + extra
+            options = PipelineOptions(argv)
+            opts = options.view_as(IomtFhirOptions)
     if streaming:
         options.view_as(StandardOptions).streaming = True
     missing = [flag for flag, value in (("--device-mapping", opts.device_mapping),

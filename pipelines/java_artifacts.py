@@ -79,11 +79,23 @@ def _manifest_line(text: str) -> bytes:
     return b"\r\n".join(chunks) + b"\r\n"
 
 
+#: Packages Flink (its Kryo state serializers: Flink's own Java 17 launch options) and the Java
+#: SDK harness reflect into. ``java -jar`` takes them from the manifest (``Add-Opens``): without
+#: them a checkpoint on Java 17 fails (InaccessibleObjectException on java.util.Arrays$ArrayList),
+#: and Kafka IO on Flink needs checkpoints.
+JAVA17_ADD_OPENS = ("java.base/java.lang", "java.base/java.lang.reflect", "java.base/java.io",
+                    "java.base/java.net", "java.base/java.nio", "java.base/sun.nio.ch",
+                    "java.base/java.text", "java.base/java.time", "java.base/java.util",
+                    "java.base/java.util.concurrent", "java.base/java.util.concurrent.atomic",
+                    "java.base/java.util.concurrent.locks")
+
+
 def manifest(main_class: str, class_path: List[str]) -> bytes:
     """A manifest that makes ``java -jar`` run ``main_class`` on ``class_path`` (relative URLs)."""
     return (_manifest_line("Manifest-Version: 1.0")
             + _manifest_line("Main-Class: " + main_class)
             + _manifest_line("Class-Path: " + " ".join(class_path))
+            + _manifest_line("Add-Opens: " + " ".join(JAVA17_ADD_OPENS))
             + b"\r\n")
 
 

@@ -42,8 +42,13 @@ class IomtFhirOptions(PipelineOptions):
                        choices=("earliest", "latest"), default="earliest",
                        help="where a consumer group without committed offsets starts (the reference: earliest)")
         s.add_argument("--kafka_expansion_service", "--kafka-expansion-service", dest="kafka_expansion_service",
-                       help="HOST:PORT of a running Java expansion service; default: Beam downloads and starts "
-                            "its IO expansion-service jar (needs Java)")
+                       help="HOST:PORT of a running Java expansion service; default: the one scripts/setup "
+                            "cached, started with Java (on FlinkRunner its Java transforms run EMBEDDED in Flink)")
+        s.add_argument("--kafka_consumer_config", "--kafka-consumer-config", dest="kafka_consumer_config",
+                       action="append", default=[], metavar="KEY=VALUE",
+                       help="extra non-secret Kafka consumer setting, repeatable (e.g. ssl.truststore.type=PEM, "
+                            "ssl.truststore.location=/etc/ca.pem for a private cluster); passwords, keys and "
+                            "JAAS settings are refused")
 
         w = parser.add_argument_group("grouping")
         w.add_argument("--window_seconds", "--window-seconds", dest="window_seconds", type=int, default=0,

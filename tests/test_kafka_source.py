@@ -487,3 +487,28 @@ def test_live_plain_kafka_record_with_headers(tmp_path):
     assert len(mine) == 1
     assert mine[0]["properties"] == {"patient": "p-live"}
     assert mine[0]["system"]["x-opt-partition-key"] == "dev-live"
+
+
+def test_consumer_settings_accept_non_secrets_and_refuse_secrets():
+    from transforms.kafka_source import parse_consumer_settings
+    assert parse_consumer_settings(["ssl.truststore.type=PEM", "ssl.truststore.location=/ca.pem"]) == (
+        ("ssl.truststore.type", "PEM"), ("ssl.truststore.location", "/ca.pem"))
+    for bad in ("ssl.truststore.password=x", "sasl.jaas.config=x", "ssl.key.password=x",
+                "client.id=Endpoint=sb://h/;SharedAccessKey=TOPSECRET", "bootstrap.servers=h:1",
+                "config.providers=file", "novalue"):
+        with pytest.raises(KafkaSourceError) as info:
+            parse_consumer_settings([bad])
+        assert "TOPSECRET" not in str(info.value) and "=x" not in str(info.value)
+    local = "Endpoint=sb://127.0.0.1:19093/;SharedAccessKeyName=a;SharedAccessKey=b"
+    source = KafkaSource(topic="d", extra_config=(("ssl.truststore.type", "PEM"),))
+    assert source.resolve({CONNECTION_STRING_ENV: local})[1]["ssl.truststore.type"] == "PEM"
+
+
+def test_java_environment_and_flink_checkpointing_defaults():
+    from transforms.kafka_source import flink_kafka_args, java_environment_for
+    assert java_environment_for("FlinkRunner") == "EMBEDDED"
+    assert java_environment_for("apache_beam.runners.portability.flink_runner.FlinkRunner") == "EMBEDDED"
+    assert java_environment_for("DataflowRunner") is None and java_environment_for(None) is None
+    assert flink_kafka_args(["--runner=FlinkRunner"]) == ["--checkpointing_interval=10000"]
+    assert flink_kafka_args(["--runner", "FlinkRunner", "--checkpointing_interval=500"]) == []
+    assert flink_kafka_args(["--runner=DataflowRunner"]) == []

@@ -114,6 +114,36 @@ def eventhubs_bootstrap(text: str) -> str:
     return f"{host}:{port or EVENTHUB_KAFKA_PORT}"
 
 
+# Consumer settings a user may not pass as an option: secrets (they would land in the job
+# graph), and the ones the Event Hubs login is built from.
+_SECRET_KEY_PARTS = ("password", "jaas", "secret", "ssl.key.", "ssl.keystore.key", "credentials", "token")
+_RESERVED_KEYS = frozenset({"bootstrap.servers", "group.id", "sasl.jaas.config"})
+
+
+def parse_consumer_settings(items: Iterable[str]) -> Tuple[Tuple[str, str], ...]:
+    """``--kafka-consumer-config KEY=VALUE`` items -> ``((key, value), ...)``, refusing secrets.
+
+    For what a private cluster needs besides the login: a CA truststore
+    (``ssl.truststore.type=PEM``, ``ssl.truststore.location=/path/ca.pem``), timeouts, client
+    ids. Whatever is given here is in the job graph and display data, so passwords, keys,
+    tokens and JAAS settings are refused (errors name the key, never the value), as is a
+    value that looks like a connection string."""
+    out = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise KafkaSourceError("--kafka-consumer-config takes KEY=VALUE.")
+        lowered = key.lower()
+        if any(part in lowered for part in _SECRET_KEY_PARTS) or "sharedaccess" in value.lower():
+            raise KafkaSourceError(f"--kafka-consumer-config {key}: secrets are never options "
+                                   f"(the connection string comes from {CONNECTION_STRING_ENV}).")
+        if lowered in _RESERVED_KEYS or lowered.startswith("config.providers"):
+            raise KafkaSourceError(f"--kafka-consumer-config {key}: set by the source itself.")
+        out.append((key, value.strip()))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class KafkaSource:
     """What to read: an Event Hub (no ``bootstrap_servers``) or a plain Kafka topic.
@@ -127,6 +157,8 @@ class KafkaSource:
     offset_reset: str = "earliest"
     expansion_service: Optional[str] = None
     connection_env: str = CONNECTION_STRING_ENV
+    #: non-secret consumer settings (``parse_consumer_settings``), applied last
+    extra_config: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def is_eventhubs(self) -> bool:
@@ -134,6 +166,11 @@ class KafkaSource:
 
     def resolve(self, environ: Optional[Mapping[str, str]] = None) -> Tuple[str, Dict[str, str]]:
         """``(topic, consumer config)``; reads the environment for Event Hubs, checks at launch."""
+        topic, config = self._resolve(environ)
+        config.update(dict(parse_consumer_settings(f"{k}={v}" for k, v in self.extra_config)))
+        return topic, config
+
+    def _resolve(self, environ: Optional[Mapping[str, str]]) -> Tuple[str, Dict[str, str]]:
         if self.offset_reset not in ("earliest", "latest"):
             raise KafkaSourceError("--kafka-offset-reset must be earliest or latest.")
         if not self.consumer_group:
@@ -247,12 +284,16 @@ class ReadKafkaDeviceEvents(beam.PTransform):
         super().__init__()
         self._topic, self._config = source.resolve(environ)
         self._expansion_service = source.expansion_service
+        self._runner = None
         self._max_num_records = max_num_records
         self._max_read_time = max_read_time
         self._start_read_time = start_read_time
 
     def expand(self, pbegin):
         from apache_beam.io.kafka import ReadFromKafka
+        from apache_beam.options.pipeline_options import StandardOptions
+        runner = pbegin.pipeline.options.view_as(StandardOptions).runner if pbegin.pipeline.options else None
+        expansion_service = self._expansion_service or default_expansion_service(runner)
         return (pbegin
                 | "ReadKafka" >> ReadFromKafka(
                     consumer_config=self._config, topics=[self._topic], with_metadata=True,
@@ -261,6 +302,64 @@ class ReadKafkaDeviceEvents(beam.PTransform):
                     commit_offset_in_finalize=True,
                     max_num_records=self._max_num_records, max_read_time=self._max_read_time,
                     start_read_time=self._start_read_time,
-                    # None: Beam's default expansion service (downloads its jar on first use).
-                    expansion_service=self._expansion_service or None)
+                    expansion_service=expansion_service)
                 | "ToEvent" >> beam.Map(record_to_event))
+
+
+#: Runners whose portable job service can run an EMBEDDED Java environment (Java transforms
+#: inside its own JVM: the Flink job server for [local], the task managers on a cluster).
+_EMBEDDED_JAVA_RUNNERS = ("flink",)
+
+
+def java_environment_for(runner: Any) -> Optional[str]:
+    """The ``--defaultEnvironmentType`` our expansion service gives Kafka IO on ``runner``.
+
+    Beam's default, DOCKER, needs a Docker engine where the job runs. On Flink, EMBEDDED
+    runs the Java read inside Flink itself (no Docker, no extra process; the job server's
+    classpath, from scripts/setup-java, holds Kafka IO), and ``EVENTHUB_CONNECTION_STRING``
+    is read from the job server's / task managers' environment. Elsewhere (Dataflow: its
+    Java container; Prism, Spark) Beam's default is kept: None."""
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner is not None else ""
+    key = name.rsplit(".", 1)[-1].lower()
+    key = key[:-len("runner")] if key.endswith("runner") else key
+    return "EMBEDDED" if key in _EMBEDDED_JAVA_RUNNERS else None
+
+
+def default_expansion_service(runner: Any = None):
+    """The Kafka IO expansion service to use when ``--kafka-expansion-service`` is not given.
+
+    The jar scripts/setup-java cached (``pipelines.java_artifacts``), started by Beam with
+    ``java -jar`` for the expansion and stopped after it, with the Java environment
+    ``java_environment_for(runner)``. Without a cached jar: None, i.e. Beam's own default
+    (which downloads its jar)."""
+    from apache_beam.transforms.external import JavaJarExpansionService
+    from pipelines import java_artifacts
+    jar = java_artifacts.kafka_expansion_service_jar()
+    if not jar:
+        return None
+    environment = java_environment_for(runner)
+    return JavaJarExpansionService(
+        jar, append_args=[f"--defaultEnvironmentType={environment}"] if environment else [])
+
+
+#: Flink checkpoint interval the launcher sets for a Kafka read when none is given (ms).
+FLINK_CHECKPOINT_INTERVAL_MS = 10000
+
+
+def flink_kafka_args(argv: Iterable[str]) -> list:
+    """Beam args a Kafka read on FlinkRunner needs and the user did not give.
+
+    Kafka IO commits offsets (``commit_offset_in_finalize``) in a step that requires stable
+    input, which Flink only provides with checkpointing: without it the job fails at start
+    ("No checkpointing configured but pipeline uses @RequiresStableInput"). Offsets are
+    committed when a checkpoint completes, so the interval is also how much a restarted job
+    re-reads at most (harmless: writes are idempotent)."""
+    argv = list(argv)
+    runner = next((a.split("=", 1)[1] for a in argv if a.startswith("--runner=")), "")
+    if not runner and "--runner" in argv[:-1]:
+        runner = argv[argv.index("--runner") + 1]
+    if java_environment_for(runner) != "EMBEDDED":  # i.e. not Flink
+        return []
+    if any(a.split("=", 1)[0] in ("--checkpointing_interval", "--checkpointing-interval") for a in argv):
+        return []
+    return [f"--checkpointing_interval={FLINK_CHECKPOINT_INTERVAL_MS}"]

@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.device_event import DeviceEvent
-from transforms.kafka_source import KafkaSource, ReadKafkaDeviceEvents
+from transforms.kafka_source import KafkaSource, ReadKafkaDeviceEvents, parse_consumer_settings
 from transforms.mapping import timeutil
 from transforms.read_files import ReadArchiveFiles
 
@@ -89,4 +89,5 @@ def kafka_source_from_options(opts):
         raise SourceError("--kafka-bootstrap-servers needs --kafka-topic.")
     return KafkaSource(topic=topic, bootstrap_servers=bootstrap or None,
                        consumer_group=opts.eventhub_consumer_group, offset_reset=opts.kafka_offset_reset,
-                       expansion_service=opts.kafka_expansion_service or None)
+                       expansion_service=opts.kafka_expansion_service or None,
+                       extra_config=parse_consumer_settings(getattr(opts, "kafka_consumer_config", None) or ()))
