@@ -1,5 +1,6 @@
 """CollectMeasurements (the combiner behind GroupMeasurements) and its compact coder."""
 import itertools
+import typing
 
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -62,3 +63,20 @@ def test_batch_grouping_gives_one_list_per_key_and_window():
                | GroupMeasurements(300)
                | beam.MapTuple(lambda k, vs: (k[0], sorted(v.properties[0][1] for v in vs))))
         assert_that(out, equal_to([("a", ["0", "1", "2"]), ("b", ["0", "1", "2"])]))
+
+
+def test_bounded_precombine_flushes_and_the_shuffle_merges_the_parts():
+    from transforms.group import group_key
+    from transforms.measurement_combine import MeasurementSet, PrecombineMeasurements, merge_measurement_sets
+
+    ms = [m(t * 10_000_000, str(t), ingestion=t % 3, device=dev) for t in range(40) for dev in ("a", "b")]
+    ms += [m(5 * 10_000_000, "late", ingestion=9, device="a")]  # same time, later ingestion: wins
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        out = (p | beam.Create(ms)
+               | beam.ParDo(PrecombineMeasurements(300 * 10_000_000, group_key, max_buffered=7))
+               .with_output_types(typing.Tuple[typing.Any, MeasurementSet])
+               | beam.GroupByKey() | beam.MapTuple(merge_measurement_sets)
+               | beam.MapTuple(lambda k, vs: (k[0], len(vs), sorted(v.properties[0][1] for v in vs)[-1])))
+        assert_that(out, equal_to([("a", 40, "late"), ("b", 40, "9")]))
+    coder = beam.coders.registry.get_coder(MeasurementSet)
+    assert isinstance(coder, MeasurementsCoder)

@@ -33,7 +33,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from transforms.mapping import timeutil
-from transforms.measurement_combine import CollectMeasurements
+from transforms.measurement_combine import (CollectMeasurements, MeasurementSet, PrecombineMeasurements,
+                                           merge_measurement_sets)
 
 GroupKey = Tuple[str, str, str, str, str]
 
@@ -122,14 +123,16 @@ class GroupMeasurements(beam.PTransform):
         their period from the measurements; the writer and the file fold re-window into
         the global window). Keying by (group key, window) groups exactly the same
         measurements as FixedWindows + the key, without a window-assignment step per
-        measurement, and in the default trigger the runner lifts the combiner ahead of
-        the shuffle (``AfterWatermark`` without early firings would prevent that).
+        measurement. One DoFn keys and pre-combines (``PrecombineMeasurements``: bounded
+        memory, unlike a runner's lifted combiner), so compact accumulators, not one
+        element per message, cross the shuffle.
         """
         size = self._window * timeutil.TICKS_PER_SECOND
         return (
             measurements
-            | "Key" >> beam.Map(lambda m: ((group_key(m), m.occurrence_time // size), m)).with_output_types(
-                Tuple[Any, Any])  # Beam's generic key coder (Prism 2.62: see above)
-            | "Group" >> beam.CombinePerKey(CollectMeasurements())
-            | "Unwindow" >> beam.MapTuple(lambda key, ms: (key[0], ms))
+            # Beam's generic key coder for the key (Prism 2.62: see above); compact accumulators
+            | "KeyAndPrecombine" >> beam.ParDo(PrecombineMeasurements(size, group_key)).with_output_types(
+                Tuple[Any, MeasurementSet])
+            | "Group" >> beam.GroupByKey()
+            | "Merge" >> beam.MapTuple(merge_measurement_sets)
         )

@@ -36,6 +36,57 @@ def _later(m: Measurement, seen: Measurement) -> bool:
     return a > b
 
 
+class MeasurementSet(dict):
+    """An accumulator as a type of its own, so a coder can be registered for it (see the end)."""
+
+
+class PrecombineMeasurements(beam.DoFn):
+    """Batch: key (group key, window index) and pre-combine, with a bound on what is buffered.
+
+    The lifted combiner of a runner keeps every key's accumulator until its bundle ends,
+    which on ``FnApiRunner`` (one bundle per file range) is the whole archive in memory as
+    Python objects. This keeps at most ``max_buffered`` measurements, then hands the
+    accumulators on (compactly encoded) and starts over; the shuffle merges them.
+    """
+
+    def __init__(self, window_ticks: int, key_fn, max_buffered: int = 50_000):
+        self._size = window_ticks
+        self._key = key_fn
+        self._max = max_buffered
+        self._table: Dict[tuple, MeasurementSet] = {}
+        self._count = 0
+
+    def start_bundle(self):
+        self._table, self._count = {}, 0
+
+    def process(self, m):
+        key = (self._key(m), m.occurrence_time // self._size)
+        acc = self._table.get(key)
+        if acc is None:
+            acc = self._table[key] = MeasurementSet()
+        t = m.occurrence_time
+        seen = acc.get(t)
+        if seen is None or (m.ingestion_time is not None and _later(m, seen)):
+            acc[t] = m
+        self._count += 1
+        if self._count >= self._max:
+            table, self._table, self._count = self._table, {}, 0
+            yield from table.items()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        table, self._table, self._count = self._table, {}, 0
+        for item in table.items():
+            yield GlobalWindows.windowed_value(item)
+
+
+def merge_measurement_sets(key, accs) -> tuple:
+    """(key, window index), accumulators -> (key, measurements) as the CombineFn's output."""
+    fn = CollectMeasurements()
+    return key[0], fn.extract_output(fn.merge_accumulators(accs))
+
+
 class CollectMeasurements(beam.CombineFn):
     """Measurements of one key and window -> their list, collapsed by occurrence time."""
 
@@ -137,7 +188,7 @@ class _MeasurementsCoderImpl(coders.coder_impl.StreamCoderImpl):
     def decode_from_stream(self, stream, nested):
         count = stream.read_var_int64()
         if not count:
-            return {}
+            return MeasurementSet()
         mtype, device, patient, encounter, correlation = (_read_str(stream) for _ in range(5))
         tables = []
         for _ in range(stream.read_var_int64()):
@@ -155,7 +206,7 @@ class _MeasurementsCoderImpl(coders.coder_impl.StreamCoderImpl):
             i = stream.read_var_int64()
             mt, dev, pat, enc, cor = (_read_str(stream) for _ in range(5))
             ms[i] = ms[i]._replace(type=mt, device_id=dev, patient_id=pat, encounter_id=enc, correlation_id=cor)
-        return {m.occurrence_time: m for m in ms}
+        return MeasurementSet((m.occurrence_time, m) for m in ms)
 
 
 _new_measurement = tuple.__new__  # skips NamedTuple's Python-level __new__; same field order
@@ -191,3 +242,6 @@ class MeasurementsCoder(coders.coders.FastCoder):
 
     def __hash__(self):
         return hash(type(self))
+
+
+coders.registry.register_coder(MeasurementSet, MeasurementsCoder)
