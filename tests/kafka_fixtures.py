@@ -16,14 +16,13 @@ import os
 import pathlib
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from typing import NamedTuple
 
 import pytest
 
-from local_processes import free_port
+from local_processes import free_port, log_tail, stop_process_group
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "kafka-broker"
@@ -38,27 +37,6 @@ class KafkaBroker(NamedTuple):
     connection_string: str  # the one the SASL_SSL listener accepts (Endpoint=sb://127.0.0.1:Q/)
     ca_file: str            # PEM certificate to trust for SASL_SSL
     log: pathlib.Path
-
-
-def _tail(path: pathlib.Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    raise RuntimeError(f"Kafka broker (pid {proc.pid}) did not stop")
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +62,12 @@ def kafka_broker(tmp_path_factory):
         deadline = time.monotonic() + READY_TIMEOUT
         while "kafka-broker: ready" not in log_path.read_text(errors="replace"):
             if proc.poll() is not None:
-                raise RuntimeError(f"Kafka broker exited with code {proc.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"Kafka broker exited with code {proc.returncode}:\n{log_tail(log_path, 30)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Kafka broker not ready after {READY_TIMEOUT}s:\n{_tail(log_path)}")
+                raise RuntimeError(f"Kafka broker not ready after {READY_TIMEOUT}s:\n{log_tail(log_path, 30)}")
             time.sleep(0.2)
         yield KafkaBroker(bootstrap=f"127.0.0.1:{port}", sasl_bootstrap=f"127.0.0.1:{sasl_port}",
                           connection_string=connection_string,
                           ca_file=str(workdir / "tls" / "ca.pem"), log=log_path)
     finally:
-        _stop(proc)
+        stop_process_group(proc, "Kafka broker", STOP_TIMEOUT)

@@ -1,7 +1,11 @@
-"""Helpers for the real local services the tests start (FHIR server, Pub/Sub emulator):
-a free loopback port, and a bounded wait until the service answers HTTP."""
+"""Helpers for the real local services the tests start (FHIR server, Pub/Sub emulator, Kafka
+broker, storage emulators): a free loopback port, a bounded wait until the service answers
+HTTP, the tail of its log for an error message, and stopping its whole process group."""
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
 import socket
 import subprocess
 import time
@@ -39,3 +43,27 @@ def wait_http_ready(url: str, proc: Optional[subprocess.Popen], what: str, timeo
 def _more(detail: Callable[[], str]) -> str:
     text = detail()
     return f":\n{text}" if text else ""
+
+
+def log_tail(path: pathlib.Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a service's log (for the error when it does not start)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop_process_group(proc: subprocess.Popen, what: str, term_wait: float, kill_wait: float = 10.0) -> None:
+    """SIGTERM to the service's own process group (launcher scripts start a JVM or Node below
+    them), SIGKILL if it is still there after ``term_wait`` seconds."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise RuntimeError(f"{what} (pid {proc.pid}) did not stop")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import subprocess
 from typing import NamedTuple
 
 import pytest
 
-from local_processes import free_port, wait_http_ready
+from local_processes import free_port, log_tail, stop_process_group, wait_http_ready
 
 LAUNCHER = pathlib.Path(os.environ.get(
     "PUBSUB_EMULATOR_LAUNCHER",
@@ -33,28 +32,6 @@ STOP_TIMEOUT = 10.0
 class PubSubEmulator(NamedTuple):
     host: str  # "127.0.0.1:PORT", the value for PUBSUB_EMULATOR_HOST
     project: str
-
-
-def _tail(path: pathlib.Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the emulator's own process group (launcher and java), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    raise RuntimeError(f"Pub/Sub emulator (pid {proc.pid}) did not stop")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +50,7 @@ def pubsub_emulator(tmp_path_factory):
             start_new_session=True)  # own process group: killpg reaches the java child too
     try:
         wait_http_ready(f"http://{host}/", proc, "Pub/Sub emulator", READY_TIMEOUT,
-                        lambda: _tail(log_path))  # GET / answers 200 "Ok" once listening
+                        lambda: log_tail(log_path))  # GET / answers 200 "Ok" once listening
         yield PubSubEmulator(host=host, project=PROJECT)
     finally:
-        _stop(proc)
+        stop_process_group(proc, "Pub/Sub emulator", STOP_TIMEOUT)

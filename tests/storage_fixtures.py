@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import NamedTuple
 
 import pytest
 
-from local_processes import free_port
+from local_processes import free_port, log_tail, stop_process_group
 
 AZURITE_VERSION = "3.37.0"
 AZURITE_BLOB = pathlib.Path(os.environ.get("AZURITE_BLOB", pathlib.Path(
@@ -47,35 +46,13 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, log: pathlib.Path) 
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n{log_tail(log)}")
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not listening after {READY_TIMEOUT}s:\n{_tail(log)}")
-
-
-def _tail(path: pathlib.Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the emulator's process group, SIGKILL after 0.5 s (they keep nothing worth
-    flushing: data lives in a temporary folder or in memory)."""
-    for sig, wait in ((signal.SIGTERM, 0.5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    raise RuntimeError(f"{what} not listening after {READY_TIMEOUT}s:\n{log_tail(log)}")
 
 
 def _launch(argv, workdir: pathlib.Path):
@@ -127,8 +104,9 @@ class _Launch:
 
     @classmethod
     def stop(cls):
-        for _, proc, _, _ in cls.started:
-            _stop(proc)
+        for name, proc, _, _ in cls.started:
+            # 0.5 s: emulators keep nothing worth flushing (data is in a temporary folder or memory)
+            stop_process_group(proc, name, 0.5)
         cls.started = []
         if cls.root is not None:
             shutil.rmtree(cls.root, ignore_errors=True)
