@@ -33,7 +33,8 @@ from fault_proxy import FaultProxy
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
 from test_pipeline import DEVICE, FHIR, read_lines
-from test_sources_pubsub import (DEVICE_E2E, RUNNER, Capture, Channel, body, captured, run_until)
+from test_sources_pubsub import (DEVICE_E2E, RUNNER, Capture, body, captured, channel,  # noqa: F401 (fixture)
+                                 run_until)
 
 pytestmark = [pytest.mark.fhir_server, pytest.mark.pubsub_emulator, pytest.mark.outage]
 
@@ -86,16 +87,6 @@ def observations_of(base, device_identifier):
     if len(devices) != 1:
         return None
     return fhir_search(base, "Observation", device=f"Device/{devices[0]['id']}")
-
-
-@pytest.fixture
-def channel(pubsub_emulator, monkeypatch):
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
-    ch = Channel(pubsub_emulator.project, uuid.uuid4().hex[:12])
-    try:
-        yield ch
-    finally:
-        ch.close()
 
 
 def start_backfill(tmp_path, proxy, unique):
