@@ -15,7 +15,11 @@ import traceback
 import urllib.parse
 from typing import Callable, List, Tuple
 
-EXIT_LAUNCH = 2
+#: The exit statuses of every command (README "Operating it"): 0 done, 1 the run or
+#: command finished but failed some records (see its summary), 2 refused (one line says why).
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_REFUSED = 2
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "IOMT_FHIR_DEBUG"
 PREFIX = "iomt-fhir: error: "
@@ -75,7 +79,7 @@ def run_reported(fn: Callable[[], int], debug: bool) -> int:
             traceback.print_exc()
         text = str(e)
         print(text if "\n" in text else PREFIX + text, file=sys.stderr)
-        return EXIT_LAUNCH
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print(PREFIX + "interrupted", file=sys.stderr)
         return 130
@@ -88,4 +92,4 @@ def run_reported(fn: Callable[[], int], debug: bool) -> int:
             traceback.print_exc()
         print(f"{PREFIX}{type(e).__name__}: {one_line(e)} "
               f"(re-run with {DEBUG_FLAG} or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
-        return EXIT_LAUNCH
+        return EXIT_REFUSED

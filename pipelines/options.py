@@ -4,9 +4,12 @@ Standard Beam ``PipelineOptions`` so the same flags work on DirectRunner, Datafl
 and Flink (``--runner``, ``--project``, ``--region``, ``--temp_location`` ... pass through).
 Secrets are never options: auth reads client secrets and tokens from the environment.
 No option is ``required`` at the argparse level: Beam parses every registered options
-class for every pipeline in the process, so ``pipelines.iomt_to_fhir.main`` checks them.
+class for every pipeline in the process, so ``pipelines.run.launch.main`` checks them.
 """
 from apache_beam.options.pipeline_options import PipelineOptions
+from transforms.fhir.auth import AUTH_KINDS
+from transforms.fhir.identity import MODES as IDENTITY_MODES
+from transforms.sources.archive_formats import INPUT_FORMATS
 
 
 class IomtFhirOptions(PipelineOptions):
@@ -22,7 +25,7 @@ class IomtFhirOptions(PipelineOptions):
             "source (exactly one of --input, --pubsub_subscription, --kafka_topic / --eventhub_name)")
         s.add_argument("--input", help="file pattern of device archives on any Beam filesystem (historical backfill)")
         s.add_argument("--input_format", "--input-format", dest="input_format",
-                       choices=("body", "envelope", "json-array", "capture-avro"), default="body",
+                       choices=INPUT_FORMATS, default="body",
                        help="body: each line is a message body; envelope: each line is {Body, Properties, "
                             "SystemProperties}; json-array: each file is one JSON array of bodies; "
                             "capture-avro: Event Hubs Capture / IoT Hub routing Avro files")
@@ -65,11 +68,11 @@ class IomtFhirOptions(PipelineOptions):
         f.add_argument("--fhir_url", "--fhir-url", dest="fhir_url",
                        help="FHIR R4 base URL; without it Observations are written to --output files")
         f.add_argument("--identity_mode", "--identity-mode", dest="identity_mode", default="Create",
-                       choices=("Create", "Lookup", "LookupWithEncounter"))
+                       choices=IDENTITY_MODES)
         f.add_argument("--device_identifier_system", "--device-identifier-system",
                        dest="device_identifier_system", default="")
         f.add_argument("--fhir_auth", "--fhir-auth", dest="fhir_auth", default="none",
-                       choices=("none", "bearer", "azure", "google", "smart"),
+                       choices=AUTH_KINDS,
                        help="credentials come from the environment (see README)")
         f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=50)
         f.add_argument("--read_batch_size", "--read-batch-size", dest="read_batch_size", type=int, default=500,

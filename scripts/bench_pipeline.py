@@ -6,7 +6,7 @@ messages (``scripts/simulate_devices.py``'s archive, the example mappings in ``t
 - baseline: ReadFromText -> json.loads -> timestamp -> FixedWindows(3600) ->
   GroupByKey by (device, type) -> count -> WriteToText. One element per message
   crosses the shuffle: the framework's own cost per message.
-- ours: ``iomt_to_fhir.main`` with ``--output`` (normalize with the device mapping,
+- ours: ``launch.main`` with ``--output`` (normalize with the device mapping,
   group, FHIR mapping, fold one Observation per id, write JSON lines) and ``--dead-letter``.
 
 The sides alternate, best of ``--repeat`` counts. Rates are messages per CPU second
@@ -42,7 +42,7 @@ MAPPINGS = ROOT / "templates"
 
 def write_messages(path: pathlib.Path, n: int) -> int:
     """At least ``n`` simulated messages (whole minutes of ``DEVICES`` devices), streamed to ``path``."""
-    from pipelines import simulator
+    from pipelines.simulator import devices as simulator
 
     per_minute = DEVICES * 1.06  # heart rate every minute, blood pressure / steps / weight less often
     minutes = int(n / per_minute) + 1
@@ -87,10 +87,10 @@ def ours_args(path, out_dir, extra=()):
 
 
 def run_ours(path: pathlib.Path, out_dir: str, extra=()):
-    from pipelines import iomt_to_fhir
+    from pipelines.run import launch
 
     t0, c0 = time.perf_counter(), time.process_time()
-    rc = iomt_to_fhir.main(ours_args(path, out_dir, extra))
+    rc = launch.main(ours_args(path, out_dir, extra))
     if rc != 0:
         raise SystemExit(f"pipeline exited {rc}")
     return time.perf_counter() - t0, time.process_time() - c0

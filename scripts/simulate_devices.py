@@ -5,7 +5,7 @@ Without --rate/--count/--duration and --to file it writes the deterministic arch
 of message bodies from --start, every device sending every type; same arguments -> same bytes:
 the demo's templates/sample/messages.jsonl is `--bad 2`). With any of them it sends live
 messages with current timestamps, each device its own kind's readings (watch, blood-pressure
-cuff, scale; pipelines/simulator.py), device properties as message properties / attributes /
+cuff, scale; pipelines/simulator/devices.py), device properties as message properties / attributes /
 headers, at a steady --rate, until --count messages or --duration seconds.
 
   --to pubsub    --pubsub-topic projects/P/topics/T     (honours PUBSUB_EMULATOR_HOST)
@@ -23,7 +23,7 @@ from fractions import Fraction
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from pipelines import simulator  # noqa: E402
+from pipelines.simulator import devices as simulator  # noqa: E402
 
 
 def _bad(text: str) -> float:
@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _sender(a, p):
-    from pipelines import simulator_senders as senders
+    from pipelines.simulator import senders
     if a.to == "file":
         return senders.FileSender(a.output, envelope=a.envelope)
     if a.to == "pubsub":
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         fraction = Fraction(int(a.bad), a.count)
         if fraction >= 1:
             p.error("--bad must be less than --count")
-    from pipelines.simulator_senders import SenderError
+    from pipelines.simulator.senders import SenderError
     counts = simulator.SentCounts()
     try:
         sender = _sender(a, p)

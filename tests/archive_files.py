@@ -143,9 +143,9 @@ def summaries(reads, range_bytes: int = 64 << 20, pipeline_check=None, options=N
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.testing.util import assert_that
 
-    from transforms import archive_formats as af
-    from transforms.dead_letter import DEAD_LETTER_TAG
-    from transforms.read_files import ReadArchiveFiles
+    from transforms.sources import archive_formats as af
+    from transforms.records.dead_letter import DEAD_LETTER_TAG
+    from transforms.sources.files import ReadArchiveFiles
 
     p = beam.Pipeline(runner=FnApiRunner(), options=options)
     for i, (pattern, input_format) in enumerate(reads):

@@ -18,7 +18,7 @@ from typing import Dict, List, Tuple
 
 import requests
 
-from pipelines import iomt_to_fhir
+from pipelines.run import launch
 from test_pipeline import DEVICE, FHIR
 
 RUN_TIMEOUT = 600
@@ -54,7 +54,7 @@ def _series(obs: dict) -> Tuple[str, str, str]:
 
 def expected_on_fnapi(d) -> Dict[str, List[Tuple[str, str, str]]]:
     """Observations (period, data) by device on FnApiRunner, the runner the rest of the suite uses."""
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--output={d / 'fnapi'}", f"--dead-letter={d / 'fnapi-dead'}",
                             "--window-seconds=3600", "--single-file-outputs"])

@@ -1,4 +1,4 @@
-"""The pure archive readers (``transforms/archive_formats.py``): Capture / routing records
+"""The pure archive readers (``transforms/sources/archive_formats.py``): Capture / routing records
 onto the reference's envelope, incremental JSON arrays, JSON-line ranges, errors without
 content."""
 import base64
@@ -9,8 +9,8 @@ import pytest
 
 from archive_files import (CAPTURE_SCHEMA, IOT_TEMPLATE, ROUTING_SCHEMA, avro_bytes, capture_records,
                            corrupt_second_block, iot_events, kafka_record, routing_records)
-from transforms import archive_formats as af
-from transforms.kafka_source import record_to_event
+from transforms.sources import archive_formats as af
+from transforms.sources.kafka import record_to_event
 from transforms.mapping.device_templates import load_device_mapping
 
 SRC = "azfs://acct/capture/ns/hub/0/2024/01/01/08/00/00.avro"

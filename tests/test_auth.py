@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from transforms.fhir.auth import (JWT_BEARER_ASSERTION, Auth, AuthError, ClientCredentialsAuth,
                                   GoogleAdcAuth, SmartBackendAuth, StaticBearerAuth,
                                   auth_from_options)
-from transforms.fhir.retry import FakeClock
+
+from clock_fixtures import FakeClock
 
 SECRET = "s3cr3t-value"
 

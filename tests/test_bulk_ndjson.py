@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from pipelines import iomt_to_fhir
+from pipelines.run import launch
 from test_pipeline import msg, read_lines, write_inputs
 from transforms.mapping import identifiers
 
@@ -21,7 +21,7 @@ def test_bulk_files_one_type_each_with_create_mode_ids(tmp_path):
     d = write_inputs(tmp_path, [msg(0, 60), msg(12, 61), msg(55, 65), msg(5, 70, "d2"),
                                 json.dumps({"hr": 1, "dev": "d3", "at": "2026-03-01T10:00:00Z"})])  # no patient
     # exit 1: an identity dead letter, as the same data in Create mode against a server
-    assert iomt_to_fhir.main(bulk_args(d, d / "bulk")) == 1
+    assert launch.main(bulk_args(d, d / "bulk")) == 1
     obs = read_lines(d / "bulk" / "Observation.ndjson")
     patients = read_lines(d / "bulk" / "Patient.ndjson")
     devices = read_lines(d / "bulk" / "Device.ndjson")
@@ -46,7 +46,7 @@ def test_bulk_files_one_type_each_with_create_mode_ids(tmp_path):
 def test_bulk_output_needs_create_mode(tmp_path, capsys):
     d = write_inputs(tmp_path)
     args = [a if a != "--identity-mode=Create" else "--identity-mode=Lookup" for a in bulk_args(d, d / "bulk")]
-    assert iomt_to_fhir.main(args) == 2
+    assert launch.main(args) == 2
     assert "--identity-mode Create" in capsys.readouterr().err
 
 
@@ -64,7 +64,7 @@ def load_ndjson(base, directory):
 def test_round_trip_import_then_backfill_merges_into_the_imported_observations(tmp_path, fhir_base_url, unique):
     dev = f"bulk-{unique}"
     d = write_inputs(tmp_path, [msg(0, 50, dev), msg(10, 60, dev), msg(20, 70, dev)])
-    assert iomt_to_fhir.main(bulk_args(d, d / "bulk")) == 0
+    assert launch.main(bulk_args(d, d / "bulk")) == 0
     (imported,) = read_lines(d / "bulk" / "Observation.ndjson")
     load_ndjson(fhir_base_url, d / "bulk")
 
@@ -72,7 +72,7 @@ def test_round_trip_import_then_backfill_merges_into_the_imported_observations(t
     later = [msg(30, 80, dev), msg(40, 90, dev),
              json.dumps({"hr": 99, "dev": dev, "pat": "p-" + dev, "at": "2026-03-01T11:05:00Z"})]
     (d / "in.jsonl").write_text("\n".join(later) + "\n")
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--fhir-url={fhir_base_url}", "--identity-mode=Create",
                             f"--dead-letter={d / 'dead2'}", "--window-seconds=600", "--single-file-outputs"])

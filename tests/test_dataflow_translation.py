@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 from apache_beam.runners.dataflow import dataflow_runner
 
-from pipelines import iomt_to_fhir
+from pipelines.run import launch
 
 BASE = ["--runner=DataflowRunner", "--dry_run=True", "--project=demo-project", "--region=europe-west1",
         "--temp_location=gs://demo-bucket/tmp", "--no_auth",
@@ -24,7 +24,7 @@ def translate(args, tmp_path):
         return result
 
     with mock.patch.object(dataflow_runner.DataflowRunner, "run_pipeline", spy):
-        rc = iomt_to_fhir.main(BASE + args + [f"--dead-letter={tmp_path / 'dead'}"])
+        rc = launch.main(BASE + args + [f"--dead-letter={tmp_path / 'dead'}"])
     assert rc == 0
     job = captured["job"]
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}

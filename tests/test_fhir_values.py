@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from pipelines import cli, iomt_to_fhir
+from pipelines import cli
+from pipelines.run import launch
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.fhir_values import is_fhir_decimal, screen_values
 from transforms.mapping.grouping import measurement_groups
@@ -113,7 +114,7 @@ def test_pipeline_bad_values_cost_only_themselves(tmp_path):
     """The same input through the Beam pipeline: dead letters with stage and type, and
     Observations without the bad readings (failed before the change like the CLI test)."""
     (tmp_path / "in.jsonl").write_text("\n".join(LINES) + "\n")
-    rc = iomt_to_fhir.main([
+    rc = launch.main([
         "--runner=FnApiRunner", f"--device-mapping={DM}", f"--fhir-mapping={FM}",
         f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'obs'}",
         f"--dead-letter={tmp_path / 'dead'}", "--single-file-outputs"])

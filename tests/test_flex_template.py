@@ -1,4 +1,4 @@
-"""Dataflow Flex Template kit (``pipelines.flex_template``, ``deploy/dataflow/``).
+"""Dataflow Flex Template kit (``pipelines.deploy.flex_template``, ``deploy/dataflow/``).
 
 ``metadata.json`` must name exactly the pipeline's options (this fails when an option is
 added without ``scripts/dataflow-flex-template --write-metadata``); the template's entry
@@ -20,7 +20,7 @@ import pytest
 from apache_beam.runners.dataflow import dataflow_runner
 
 from conftest import REPO
-from pipelines import flex_template
+from pipelines.deploy import flex_template
 from pipelines.options import IomtFhirOptions
 from test_kafka_source import CONNECTION_STRING_ENV, KEY, SECRET, kafka_row, stub_kafka  # noqa: F401 (fixture)
 

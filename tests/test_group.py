@@ -10,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from test_pipeline import DEVICE, FHIR
-from transforms.device_event import DeviceEvent
+from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements, RegroupLate
 from transforms.mapping import timeutil
 from transforms.mapping.measurement import Measurement

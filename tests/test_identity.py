@@ -7,7 +7,8 @@ from transforms.fhir.identity import (FhirResourceNotFoundException, IdentitySer
                                       MultipleResourceFoundException,
                                       PatientDeviceMismatchException,
                                       ResourceIdentityNotDefinedException, TtlLruCache)
-from transforms.fhir.retry import FakeClock, RetryPolicy
+from transforms.fhir.retry import RetryPolicy
+from clock_fixtures import FakeClock
 from transforms.mapping.errors import MappingError
 
 

@@ -1,11 +1,11 @@
-"""Launcher jars and the cache layout of pipelines/java_artifacts.py; the pins agree."""
+"""Launcher jars and the cache layout of pipelines/run/java_artifacts.py; the pins agree."""
 import re
 import zipfile
 
 import pytest
 
 from conftest import REPO
-from pipelines import java_artifacts
+from pipelines.run import java_artifacts
 
 
 def test_manifest_lines_are_folded_at_72_bytes():

@@ -20,7 +20,7 @@ import uuid
 import pytest
 import requests
 
-from pipelines import java_artifacts
+from pipelines.run import java_artifacts
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SIMULATOR = REPO / "scripts" / "simulate_devices.py"

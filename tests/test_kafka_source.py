@@ -1,4 +1,4 @@
-"""Event Hubs / Kafka source (``transforms.kafka_source``): consumer config, secret handling,
+"""Event Hubs / Kafka source (``transforms.sources.kafka``): consumer config, secret handling,
 record -> DeviceEvent mapping, source selection, and the pipeline built through a stub
 expansion service (offline), plus live reads that run only when an address is given.
 
@@ -19,7 +19,7 @@ from concurrent import futures
 from unittest import mock
 
 import apache_beam as beam
-from pipelines.runners import FN_API_RUNNER
+from pipelines.run.runners import FN_API_RUNNER
 import grpc
 import numpy as np
 import pytest
@@ -32,16 +32,16 @@ from apache_beam.runners.portability import artifact_service
 from apache_beam.runners.portability.expansion_service import ExpansionServiceServicer
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import iomt_to_fhir
+from pipelines.run import launch
 from pipelines.options import IomtFhirOptions
-from transforms import amqp_values
-from transforms.device_event import DeviceEvent
-from transforms.kafka_source import (CONNECTION_STRING_ENV, ENV_CONFIG_PROVIDER, KafkaSource, KafkaSourceError,
+from transforms.sources import amqp_values
+from transforms.records.device_event import DeviceEvent
+from transforms.sources.kafka import (CONNECTION_STRING_ENV, ENV_CONFIG_PROVIDER, KafkaSource, KafkaSourceError,
                                      ReadKafkaDeviceEvents, eventhubs_bootstrap, parse_connection_string,
                                      record_to_event)
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.normalize import Normalize
-from transforms.sources import ReadDeviceEvents, SourceError, kafka_source_from_options
+from transforms.sources.device_events import ReadDeviceEvents, SourceError, kafka_source_from_options
 
 KEY = "c2VjcmV0LWtleS12YWx1ZS1mb3ItdGVzdHMtb25seQ+/="
 SECRET = (f"Endpoint=sb://demo-ns.servicebus.windows.net/;SharedAccessKeyName=listen;"
@@ -288,7 +288,7 @@ BASE = ["--runner=FnApiRunner", "--device-mapping=templates/devicecontent.json",
 ])
 def test_main_refuses_a_bad_source_with_exit_2(args, message, repo_cwd, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(CONNECTION_STRING_ENV, raising=False)
-    rc = iomt_to_fhir.main(BASE + args + [f"--dead-letter={tmp_path / 'd'}", f"--output={tmp_path / 'o'}"])
+    rc = launch.main(BASE + args + [f"--dead-letter={tmp_path / 'd'}", f"--output={tmp_path / 'o'}"])
     assert rc == 2
     assert message in capsys.readouterr().err
 
@@ -296,7 +296,7 @@ def test_main_refuses_a_bad_source_with_exit_2(args, message, repo_cwd, tmp_path
 def test_malformed_secret_in_env_exits_2_without_echo(repo_cwd, tmp_path, capsys, monkeypatch, caplog):
     monkeypatch.setenv(CONNECTION_STRING_ENV, f"SharedAccessKeyName=a;SharedAccessKey={KEY}")
     with caplog.at_level(logging.DEBUG):
-        rc = iomt_to_fhir.main(BASE + ["--eventhub-name=hub", f"--dead-letter={tmp_path / 'd'}",
+        rc = launch.main(BASE + ["--eventhub-name=hub", f"--dead-letter={tmp_path / 'd'}",
                                        f"--output={tmp_path / 'o'}"])
     captured = capsys.readouterr()
     assert rc == 2 and "Endpoint" in captured.err
@@ -382,7 +382,7 @@ def test_kafka_read_feeds_normalize_on_fnapirunner(stub_kafka):
     stub, address = stub_kafka(rows)
     source = KafkaSource(topic="devices", bootstrap_servers="k:9092", expansion_service=address)
     with beam.Pipeline(options=PipelineOptions(runner=FN_API_RUNNER)) as p:
-        normalized = p | ReadKafkaDeviceEvents(source) | Normalize(HR_DEVICE)
+        normalized = (p | ReadKafkaDeviceEvents(source)).events | Normalize(HR_DEVICE)
         assert_that(normalized.measurements | beam.Map(lambda m: (m.device_id, m.patient_id, m.ingestion_time)),
                     equal_to([("d1", None, 1767225600000 * 10_000), ("d2", None, 1767225600000 * 10_000)]),
                     label="measurements")
@@ -409,7 +409,7 @@ def test_eventhubs_job_translates_for_dataflow_without_the_secret(stub_kafka, re
         return result
 
     with mock.patch.object(dataflow_runner.DataflowRunner, "run_pipeline", spy):
-        rc = iomt_to_fhir.main([
+        rc = launch.main([
             "--runner=DataflowRunner", "--dry_run=True", "--project=demo-project", "--region=europe-west1",
             "--temp_location=gs://demo-bucket/tmp", "--no_auth",
             "--device-mapping=templates/devicecontent.json", "--fhir-mapping=templates/fhirmapping.json",
@@ -436,7 +436,7 @@ def _live_read(source, tmp_path, start_ms):
     """Read for up to 90 s from ``start_ms`` on the named runner; returns the events as dicts."""
     out = tmp_path / "events"
     with beam.Pipeline(options=PipelineOptions(runner=LIVE_RUNNER)) as p:
-        (p | ReadKafkaDeviceEvents(source, max_read_time=90, start_read_time=start_ms)
+        ((p | ReadKafkaDeviceEvents(source, max_read_time=90, start_read_time=start_ms)).events
          | beam.Map(lambda e: json.dumps({"body": e.payload()["body"], "properties": e.properties,
                                           "system": e.system_properties, "ingestion": e.ingestion_time},
                                          default=str))
@@ -490,7 +490,7 @@ def test_live_plain_kafka_record_with_headers(tmp_path):
 
 
 def test_consumer_settings_accept_non_secrets_and_refuse_secrets():
-    from transforms.kafka_source import parse_consumer_settings
+    from transforms.sources.kafka import parse_consumer_settings
     assert parse_consumer_settings(["ssl.truststore.type=PEM", "ssl.truststore.location=/ca.pem"]) == (
         ("ssl.truststore.type", "PEM"), ("ssl.truststore.location", "/ca.pem"))
     for bad in ("ssl.truststore.password=x", "sasl.jaas.config=x", "ssl.key.password=x",
@@ -505,7 +505,7 @@ def test_consumer_settings_accept_non_secrets_and_refuse_secrets():
 
 
 def test_java_environment_and_flink_checkpointing_defaults():
-    from transforms.kafka_source import flink_kafka_args, java_environment_for
+    from pipelines.run.runners import flink_kafka_args, java_environment_for
     assert java_environment_for("FlinkRunner") == "EMBEDDED"
     assert java_environment_for("apache_beam.runners.portability.flink_runner.FlinkRunner") == "EMBEDDED"
     assert java_environment_for("DataflowRunner") is None and java_environment_for(None) is None

@@ -160,7 +160,8 @@ def test_safe_url_and_debug_flag(monkeypatch):
 
 
 def test_every_help_text_is_plain_text():
-    from pipelines import cli, run_help
+    from pipelines import cli
+    from pipelines.run import help as run_help
     parser = cli.build_parser()
     helps = {"iomt-fhir": parser.format_help(), "run": run_help.pipeline_parser().format_help()}
     for action in parser._subparsers._group_actions:

@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 from transforms.group import GroupMeasurements
 from transforms.mapping.grouping import measurement_groups
 from transforms.mapping.measurement import Measurement
-from transforms.measurement_combine import CollectMeasurements, MeasurementsCoder
+from transforms.group import CollectMeasurements, MeasurementsCoder
 
 
 def m(t, value, ingestion=None, patient=None, device="d", mtype="hr", correlation=None):
@@ -67,7 +67,7 @@ def test_batch_grouping_gives_one_list_per_key_and_window():
 
 def test_bounded_precombine_flushes_and_the_shuffle_merges_the_parts():
     from transforms.group import group_key
-    from transforms.measurement_combine import MeasurementSet, PrecombineMeasurements, merge_measurement_sets
+    from transforms.group import MeasurementSet, PrecombineMeasurements, merge_measurement_sets
 
     ms = [m(t * 10_000_000, str(t), ingestion=t % 3, device=dev) for t in range(40) for dev in ("a", "b")]
     ms += [m(5 * 10_000_000, "late", ingestion=9, device="a")]  # same time, later ingestion: wins

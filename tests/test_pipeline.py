@@ -12,9 +12,9 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines import iomt_to_fhir
+from pipelines.run import launch
 from pipelines.options import IomtFhirOptions
-from transforms.device_event import DeviceEvent
+from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements
 from transforms.normalize import Normalize
 from transforms.to_observations import ToObservations
@@ -53,7 +53,7 @@ def read_lines(path):
 
 def test_batch_files_one_observation_per_id_and_dead_letters(tmp_path):
     d = write_inputs(tmp_path)
-    rc = iomt_to_fhir.main([
+    rc = launch.main([
         "--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}", f"--fhir-mapping={d / 'fm.json'}",
         f"--input={d / 'in.jsonl'}", f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
         "--window-seconds=300", "--single-file-outputs"])
@@ -71,7 +71,7 @@ def test_batch_files_one_observation_per_id_and_dead_letters(tmp_path):
 def test_invalid_mapping_stops_the_launch_with_every_problem(tmp_path, capsys):
     d = write_inputs(tmp_path)
     (d / "dm.json").write_text(DEVICE.replace('"typeMatchExpression"', '"typeMatch"'))
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}"])
     err = capsys.readouterr().err
@@ -127,10 +127,10 @@ def test_pipeline_to_fhir_server_replay_changes_nothing(tmp_path, fhir_base_url)
         return [(e["resource"]["id"], e["resource"]["status"], e["resource"]["valueSampledData"]["data"],
                  e["resource"]["meta"]["versionId"]) for e in found]
 
-    assert iomt_to_fhir.main(args) == 0
+    assert launch.main(args) == 0
     first = state()
     assert len(first) == 1 and first[0][2] == "50 60 70 80 E E"
-    assert iomt_to_fhir.main(args) == 0
+    assert launch.main(args) == 0
     assert state() == first  # same resource, same version: nothing was written again
     assert read_lines(d / "dead.jsonl") == []
 
@@ -145,7 +145,7 @@ def test_writer_sizes_default_and_must_be_positive(tmp_path, capsys):
     o = PipelineOptions([]).view_as(IomtFhirOptions)
     assert (o.bundle_size, o.read_batch_size, o.max_in_flight, o.observation_cache_size) == (50, 500, 2, 5000)
     d = write_inputs(tmp_path)
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
                             "--max-in-flight=0", "--bundle-size=0", "--observation-cache-size=-1"])

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pipelines.preflight import PreflightFailed, check_fhir, check_input_pattern
+from pipelines.run.preflight import PreflightFailed, check_fhir, check_input_pattern
 from test_launch_errors import command, REPO
 
 
@@ -135,7 +135,7 @@ def test_check_command_through_the_console_script():
 @pytest.mark.pubsub_emulator
 def test_pubsub_subscription_must_exist(pubsub_emulator, monkeypatch, unique):
     from google.cloud import pubsub_v1
-    from pipelines.preflight import check_pubsub_subscription
+    from pipelines.run.preflight import check_pubsub_subscription
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
     project = pubsub_emulator.project

@@ -2,9 +2,10 @@
 import io
 import json
 
-from pipelines import iomt_to_fhir, progress_report
+from pipelines.run import launch
+from pipelines.run import progress as progress_report
 from test_pipeline import read_lines, write_inputs
-from transforms import progress
+from transforms import metrics as progress
 
 
 def test_progress_line_has_counts_by_kind_and_rate():
@@ -34,7 +35,7 @@ def test_reporter_prints_what_the_transforms_counted():
 
 def test_local_run_prints_progress_and_writes_the_summary_file(tmp_path, capsys):
     d = write_inputs(tmp_path)
-    rc = iomt_to_fhir.main([
+    rc = launch.main([
         "--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}", f"--fhir-mapping={d / 'fm.json'}",
         f"--input={d / 'in.jsonl'}", f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
         "--window-seconds=300", "--single-file-outputs", "--progress-seconds=0.2",

@@ -28,7 +28,7 @@ from transforms.mapping import identifiers
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.offline import observations_for
-from transforms.sources import _pubsub_event
+from transforms.sources.device_events import _pubsub_event
 
 pytestmark = [pytest.mark.pubsub_emulator, pytest.mark.fhir_server]
 

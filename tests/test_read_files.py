@@ -1,4 +1,4 @@
-"""The read stage on FnApiRunner (``transforms/read_files.py``): every input format, gzip /
+"""The read stage on FnApiRunner (``transforms/sources/files.py``): every input format, gzip /
 bz2 / deflate by extension, large plain files split into ranges, and each kind of bad file
 as one dead letter at stage ``read`` while the rest of the run goes on."""
 import bz2
@@ -11,10 +11,10 @@ import pytest
 
 from archive_files import (CAPTURE_SCHEMA, IOT_TEMPLATE, ROUTING_SCHEMA, avro_bytes, capture_records,
                            corrupt_second_block, iot_events, routing_records, summary)
-from pipelines import iomt_to_fhir
-from transforms import archive_formats as af
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.read_files import ReadUnitFn, plan_reads
+from pipelines.run import launch
+from transforms.sources import archive_formats as af
+from transforms.records.dead_letter import DEAD_LETTER_TAG
+from transforms.sources.files import ReadUnitFn, plan_reads
 
 
 def body(i):
@@ -114,7 +114,7 @@ def test_capture_backfill_end_to_end_with_bad_files(tmp_path):
         "templateType": "CodeValueFhir", "template": {
             "typeName": "heartrate", "periodInterval": 60, "codes": [{"code": "8867-4", "system": "http://loinc.org"}],
             "value": {"valueType": "Quantity", "valueName": "hr", "unit": "bpm"}}}]}))
-    rc = iomt_to_fhir.main([
+    rc = launch.main([
         "--runner=FnApiRunner", f"--device-mapping={tmp_path / 'dm.json'}", f"--fhir-mapping={tmp_path / 'fm.json'}",
         f"--input={tmp_path}/ns/hub/*/*/*/*/*.avro", "--input-format=capture-avro",
         f"--output={tmp_path / 'obs'}", f"--dead-letter={tmp_path / 'dead'}", "--single-file-outputs"])

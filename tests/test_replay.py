@@ -12,7 +12,8 @@ import json
 import pytest
 import requests
 
-from pipelines import cli, iomt_to_fhir
+from pipelines import cli
+from pipelines.run import launch
 
 DEVICE = {"templateType": "CollectionContent", "template": [
     {"templateType": "CalculatedContent", "template": {
@@ -75,7 +76,7 @@ def test_fix_the_mappings_replay_observations_appear_and_twice_writes_nothing(tm
     dm, fm = write(tmp_path / "dm.json", DEVICE), write(tmp_path / "fm.json", FHIR_HR_ONLY)
     write(tmp_path / "in.jsonl", "\n".join([msg(dev, 0, hr=60), msg(dev, 10, hr=61), msg(dev, 0, spo2=97),
                                             "{not json"]) + "\n")
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={dm}", f"--fhir-mapping={fm}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={dm}", f"--fhir-mapping={fm}",
                             f"--input={tmp_path / 'in.jsonl'}", f"--fhir-url={fhir_base_url}",
                             f"--dead-letter={tmp_path / 'dead'}", "--single-file-outputs"])
     err = capsys.readouterr().err
@@ -118,8 +119,9 @@ def test_replay_after_an_outage_merges_into_what_the_server_holds(tmp_path, fhir
     from transforms.fhir.retry import NO_RETRY
     from transforms.mapping.fhir_templates import load_fhir_mapping
     from transforms.mapping.measurement import Measurement
-    from transforms.to_observations import ServerIdentity, ToObservationsDoFn
-    from transforms.dead_letter import write_failure
+    from transforms.identities import ServerIdentity
+    from transforms.to_observations import ToObservationsDoFn
+    from transforms.records.dead_letter import write_failure
     from transforms.fhir.writer import MappingMerge, ObservationWriter
 
     dev, dev2 = f"outage-{unique}", f"outage2-{unique}"
@@ -174,7 +176,7 @@ def test_replay_after_an_outage_merges_into_what_the_server_holds(tmp_path, fhir
 
 
 def test_a_read_record_of_an_unreadable_file_is_kept_and_named(tmp_path):
-    from pipelines.replay import Replayer
+    from pipelines.commands.replay import Replayer
 
     class NoWrites:
         def write(self, items):
@@ -190,7 +192,7 @@ def test_a_read_record_of_an_unreadable_file_is_kept_and_named(tmp_path):
 
 def test_a_streams_dead_letter_folder_is_read_and_new_prefixes_stay_outside_the_pattern(tmp_path):
     import datetime
-    from pipelines.replay import default_new_prefix, matched_by, read_records
+    from pipelines.commands.replay import default_new_prefix, matched_by, read_records
 
     (tmp_path / "dead").mkdir()
     (tmp_path / "dead" / "DeadLetters-1.jsonl").write_text('{"stage": "identity", "payload": []}\nnot json\n')

@@ -3,8 +3,8 @@ import email.utils
 
 import pytest
 
-from transforms.fhir.retry import (FakeClock, Repeater, RetriesExhausted, RetryableError,
-                                   RetryPolicy, parse_retry_after)
+from clock_fixtures import FakeClock
+from transforms.fhir.retry import Repeater, RetriesExhausted, RetryableError, RetryPolicy, parse_retry_after
 
 
 def failing(times, **err_kw):

@@ -2,8 +2,8 @@
 failures dead-lettered or a stage over --max-dead-letter-fraction, 2 refused at launch."""
 import pytest
 
-from pipelines import iomt_to_fhir
-from pipelines.run_summary import from_counters
+from pipelines.run import launch
+from pipelines.run.summary import from_counters
 from test_pipeline import read_lines, write_inputs
 
 
@@ -33,7 +33,7 @@ def test_max_dead_letter_fraction_fails_a_run(tmp_path, capsys):
     base = ["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}", f"--fhir-mapping={d / 'fm.json'}",
             f"--input={d / 'in.jsonl'}", f"--output={d / 'obs'}", f"--dead-letter={d / 'dead'}",
             "--single-file-outputs"]
-    assert iomt_to_fhir.main(base + ["--max-dead-letter-fraction=0.2"]) == 1
+    assert launch.main(base + ["--max-dead-letter-fraction=0.2"]) == 1
     err = capsys.readouterr().err
     assert "exit 1: stage normalization dead-lettered 28.6% of its input, more than " \
            "--max-dead-letter-fraction 0.2" in err
@@ -44,7 +44,7 @@ def test_max_dead_letter_fraction_fails_a_run(tmp_path, capsys):
 def test_identity_lookups_refused_exit_1_with_where_and_how_to_replay(tmp_path, fault_proxy, capsys):
     fault_proxy.require_tokens = {"nobody-has-it"}  # every request: 401, a permanent failure
     d = write_inputs(tmp_path)
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--fhir-url={fault_proxy.url}", "--skip-preflight",
                             f"--dead-letter={d / 'dead'}", "--single-file-outputs"])
@@ -58,7 +58,7 @@ def test_identity_lookups_refused_exit_1_with_where_and_how_to_replay(tmp_path, 
         f"{d / 'dm.json'} --fhir-mapping {d / 'fm.json'} --fhir-url {fault_proxy.url}",
         "exit 1: 2 infrastructure failure(s) dead-lettered (stages fhir_write/identity): not everything was written"]
     # and without --skip-preflight the same destination is refused at launch
-    rc = iomt_to_fhir.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
+    rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",
                             f"--fhir-url={fault_proxy.url}", f"--dead-letter={d / 'dead2'}"])
     assert rc == 2 and capsys.readouterr().err == (

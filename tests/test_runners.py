@@ -1,11 +1,11 @@
 """The launcher's runner argv: aliases, and the cached Flink job server / Prism filled in
-only when the user did not choose (pipelines/runners.py)."""
+only when the user did not choose (pipelines/run/runners.py)."""
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
 
-from pipelines import java_artifacts
+from pipelines.run import java_artifacts
 from pipelines.options import IomtFhirOptions
-from pipelines.runners import FN_API_RUNNER, fill_cached_runner_artifacts, resolve_runner_aliases
+from pipelines.run.runners import FN_API_RUNNER, fill_cached_runner_artifacts, resolve_runner_aliases
 
 
 @pytest.fixture

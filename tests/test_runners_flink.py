@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from pipelines import java_artifacts
+from pipelines.run import java_artifacts
 import runner_e2e
 
 pytestmark = [pytest.mark.flink, pytest.mark.fhir_server]

@@ -16,11 +16,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines import java_artifacts
-from pipelines.runners import fill_cached_runner_artifacts
+from pipelines.run import java_artifacts
+from pipelines.run.runners import fill_cached_runner_artifacts
 import runner_e2e
 from test_pipeline import DEVICE, FHIR, msg
-from transforms.device_event import DeviceEvent
+from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements
 from transforms.normalize import Normalize
 from transforms.to_observations import ToObservations

@@ -92,7 +92,7 @@ def test_seed_creates_what_lookup_finds_and_a_second_run_writes_nothing(fhir_bas
 
 @pytestmark_server
 def test_from_simulator_seeds_exactly_the_simulators_devices(fhir_base_url, unique, capsys):
-    from pipelines.simulator import simulated_devices
+    from pipelines.simulator.devices import simulated_devices
     system = f"urn:sim:{unique}"  # this test's Devices (the simulator's ids are fixed)
     args = ["seed", "--fhir-url", fhir_base_url, "--from-simulator", "--devices-count", "4",
             "--device-identifier-system", system]

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from pipelines import simulator
+from pipelines.simulator import devices as simulator
 from transforms.mapping.device_templates import envelope, load_device_mapping
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

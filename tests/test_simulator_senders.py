@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from pipelines import simulator
-from pipelines.simulator_senders import (CONNECTION_STRING_ENV, EventHubsSender, SenderError,
+from pipelines.simulator import devices as simulator
+from pipelines.simulator.senders import (CONNECTION_STRING_ENV, EventHubsSender, SenderError,
                                          event_data, kafka_headers)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -24,11 +24,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
 from test_pipeline import FHIR  # the same heart-rate SampledData mapping
-from transforms.dead_letter import STAGE_NORMALIZATION
-from transforms.device_event import DeviceEvent
+from transforms.records.dead_letter import STAGE_NORMALIZATION
+from transforms.records.device_event import DeviceEvent
 from transforms.mapping import timeutil
 from transforms.normalize import Normalize
-from transforms.sources import ReadDeviceEvents
+from transforms.sources.device_events import ReadDeviceEvents
 
 pytestmark = pytest.mark.pubsub_emulator
 
@@ -155,7 +155,7 @@ def test_messages_become_device_events_and_measurements_malformed_ones_dead_lett
     after = dt.datetime.now(dt.timezone.utc)
 
     p = beam.Pipeline(options=PipelineOptions(RUNNER))
-    events = p | "Read" >> ReadDeviceEvents(pubsub_subscription=channel.subscription)
+    events = (p | "Read" >> ReadDeviceEvents(pubsub_subscription=channel.subscription))["events"]
     events | "CaptureEvents" >> beam.ParDo(Capture(key + "events"))
     normalized = events | "Normalize" >> Normalize(DEVICE)
     normalized.measurements | "CaptureMeasurements" >> beam.ParDo(Capture(key + "measurements"))

@@ -2,7 +2,7 @@
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
-from transforms.streaming_files import pane_file_naming
+from transforms.sinks.json_files import pane_file_naming
 
 
 def test_each_firing_of_a_window_gets_its_own_file():

@@ -1,4 +1,4 @@
-"""``scripts/submit-flink`` (``pipelines.submit_flink``): the options a remote Flink cluster needs.
+"""``scripts/submit-flink`` (``pipelines.deploy.submit_flink``): the options a remote Flink cluster needs.
 
 No Flink cluster runs here (the Flink tests use the job server's embedded ``[local]`` cluster),
 so this checks what the wrapper owns: the arguments it builds, that Beam hands the Flink-only
@@ -9,8 +9,9 @@ import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
 
 from conftest import REPO
-from pipelines import submit_flink
+from pipelines.deploy import submit_flink
 from pipelines.options import IomtFhirOptions
+from pipelines.run.runners import FLINK_CHECKPOINT_INTERVAL_MS
 
 RUN = ["--kafka-topic=devices", "--kafka-bootstrap-servers=kafka:9092", "--device-mapping=dm.json",
        "--fhir-mapping=fm.json", "--fhir-url=https://fhir.example.org/fhir", "--dead-letter=s3://b/dead"]
@@ -30,7 +31,7 @@ def test_remote_cluster_options_reach_beam_and_the_java_job_server():
     assert (portable.environment_type, portable.environment_config) == ("EXTERNAL", "localhost:50000")
     # what the portable runner sends the job server (unknown to Python, known to Flink's runner)
     sent = options.get_all_options(retain_unknown_options=True)
-    assert sent["checkpointing_interval"] == "60000"
+    assert sent["checkpointing_interval"] == str(FLINK_CHECKPOINT_INTERVAL_MS)
     assert sent["state_backend"] == "rocksdb" and sent["state_backend_storage_path"] == "s3://b/checkpoints"
     assert sent["runner"] == "FlinkRunner"
     ours = options.view_as(IomtFhirOptions)

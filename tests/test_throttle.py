@@ -7,7 +7,8 @@ import time
 import pytest
 
 from transforms.fhir.client import FhirClient
-from transforms.fhir.retry import FakeClock, RetryPolicy
+from transforms.fhir.retry import RetryPolicy
+from clock_fixtures import FakeClock
 from transforms.fhir.throttle import AdaptiveThrottler, RateLimiter, WorkerThrottle
 from transforms.fhir.writer import CREATED, ObservationWriter, WriteItem
 

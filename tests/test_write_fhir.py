@@ -16,7 +16,7 @@ from transforms.fhir.retry import RetryPolicy
 from transforms.mapping.errors import NotSupportedException
 from transforms.fhir.writer import (CREATED, FAILED, UNCHANGED, UPDATED, ObservationWriter,
                                     WriteItem)
-from transforms.write_fhir import WriteToFhir
+from transforms.sinks.fhir_server import WriteToFhir
 
 pytestmark = pytest.mark.fhir_server
 FAST = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05, max_total_seconds=10)

@@ -25,7 +25,8 @@ from fault_proxy import Fault
 from transforms.fhir.auth import Auth
 from transforms.fhir.client import FhirClient
 from transforms.fhir.identity import FhirResourceNotFoundException, IdentityService
-from transforms.fhir.retry import FakeClock, RetryPolicy
+from transforms.fhir.retry import RetryPolicy
+from clock_fixtures import FakeClock
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.grouping import observation_groups
 from transforms.mapping.identifiers import (SERVICE_SYSTEM, device_resource_id,
@@ -33,10 +34,11 @@ from transforms.mapping.identifiers import (SERVICE_SYSTEM, device_resource_id,
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.merge import merge_observation
 from transforms.mapping.timeutil import parse_datetime
-from transforms.to_observations import ServerIdentity, ToObservations, ToObservationsDoFn
+from transforms.identities import ServerIdentity
+from transforms.to_observations import ToObservations, ToObservationsDoFn
 from transforms.fhir.writer import (CREATED, FAILED, UNCHANGED, UPDATED, MappingMerge,
                                     ObservationWriter, WriteItem)
-from transforms.write_fhir import WriteToFhir
+from transforms.sinks.fhir_server import WriteToFhir
 
 pytestmark = pytest.mark.fhir_server
 

@@ -1,14 +1,26 @@
-"""``GroupMeasurements``: fixed event-time windows keyed by device, type and ids.
+"""``GroupMeasurements``: measurements -> groups keyed by device, type and ids, per window.
 
 The key is the reference's FHIR-stage grouping key (device, type, patient, encounter,
 correlation id), so one group never mixes subjects. Window size only decides how much
 is written at once: Observations are keyed by their own period (hour, day, instant)
 and later windows merge into the same resource, so correctness does not depend on it.
+Within a group, measurements with the same occurrence time collapse to the latest
+ingested (``transforms.mapping.grouping.keep_latest``, vector F11).
 
-Late data is not dropped silently: panes fire at the watermark and again for every
-late element within ``allowed_lateness`` (default one day); each late pane merges
-into the Observation already written. On a stream, ``early_firing_seconds`` also
-emits what has arrived so far, so day-long windows do not hold readings back.
+Two paths, one partition of the data:
+
+* Files (bounded input): no Beam windows. The window index goes into the key, one DoFn
+  keys and pre-combines with a bound on what it buffers (``PrecombineMeasurements``), and
+  compact ``MeasurementSet`` accumulators (``transforms.records.measurement_set``), not one
+  element per message, cross a ``GroupByKey``; they are merged after it. Nothing in a
+  batch is early or late, and nothing downstream reads a batch group's window.
+* Streams: fixed event-time windows and ``CombinePerKey(CollectMeasurements())``, which a
+  runner lifts ahead of the shuffle.
+
+On a stream, late data is not dropped silently: panes fire at the watermark and again for
+every late element within ``allowed_lateness`` (default one day); each late pane merges
+into the Observation already written. ``early_firing_seconds`` also emits what has
+arrived so far, so day-long windows do not hold readings back.
 
 Later still (a device that uploads a week of buffered readings), the group-by would drop
 a reading without a trace. On a stream (``regroup_late``) a measurement that arrived (its
@@ -26,17 +38,20 @@ one window, so two workers never create the same new Observation at the same tim
 the first). Panes of one key and window are processed one after another.
 """
 import time
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from transforms.mapping import timeutil
-from transforms.measurement_combine import (CollectMeasurements, MeasurementSet, PrecombineMeasurements,
-                                           merge_measurement_sets)
+from transforms import metrics
+from transforms.mapping.grouping import keep_latest
+from transforms.mapping.measurement import Measurement
+from transforms.records.measurement_set import MeasurementSet, MeasurementsCoder
 
 GroupKey = Tuple[str, str, str, str, str]
+Accumulator = Dict[int, Measurement]  # occurrence time (ticks) -> surviving measurement
 
 _PERIOD_SECONDS = {60: 3600, 1440: 86400}
 DEFAULT_WINDOW_SECONDS = 300
@@ -61,7 +76,7 @@ class RegroupLate(beam.DoFn):
         self._window = window_seconds
         self._lateness = allowed_lateness_seconds
         self._clock = clock
-        self._regrouped = Metrics.counter("iomt_fhir", "LateMeasurementRegrouped")
+        self._regrouped = Metrics.counter(metrics.NAMESPACE, "LateMeasurementRegrouped")
 
     def process(self, m, timestamp=beam.DoFn.TimestampParam):
         if m.ingestion_time is not None:
@@ -136,3 +151,77 @@ class GroupMeasurements(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Merge" >> beam.MapTuple(merge_measurement_sets)
         )
+
+
+class PrecombineMeasurements(beam.DoFn):
+    """Batch: key (group key, window index) and pre-combine, with a bound on what is buffered.
+
+    The lifted combiner of a runner keeps every key's accumulator until its bundle ends,
+    which on ``FnApiRunner`` (one bundle per file range) is the whole archive in memory as
+    Python objects. This keeps at most ``max_buffered`` measurements, then hands the
+    accumulators on (compactly encoded) and starts over; the shuffle merges them.
+    """
+
+    def __init__(self, window_ticks: int, key_fn, max_buffered: int = 50_000):
+        self._size = window_ticks
+        self._key = key_fn
+        self._max = max_buffered
+        self._table: Dict[tuple, MeasurementSet] = {}
+        self._count = 0
+
+    def start_bundle(self):
+        self._table, self._count = {}, 0
+
+    def process(self, m):
+        key = (self._key(m), m.occurrence_time // self._size)
+        acc = self._table.get(key)
+        if acc is None:
+            acc = self._table[key] = MeasurementSet()
+        keep_latest(acc, m)
+        self._count += 1
+        if self._count >= self._max:
+            table, self._table, self._count = self._table, {}, 0
+            yield from table.items()
+
+    def finish_bundle(self):
+        table, self._table, self._count = self._table, {}, 0
+        for item in table.items():
+            yield window.GlobalWindows.windowed_value(item)
+
+
+def merge_measurement_sets(key, accs) -> tuple:
+    """(key, window index), accumulators -> (key, measurements) as the CombineFn's output."""
+    fn = CollectMeasurements()
+    return key[0], fn.extract_output(fn.merge_accumulators(accs))
+
+
+class CollectMeasurements(beam.CombineFn):
+    """Measurements of one key and window -> their list, collapsed by occurrence time."""
+
+    def create_accumulator(self) -> Accumulator:
+        return {}
+
+    def add_input(self, acc: Accumulator, m: Measurement) -> Accumulator:
+        keep_latest(acc, m)
+        return acc
+
+    def add_inputs(self, acc: Accumulator, ms: Iterable[Measurement]) -> Accumulator:
+        for m in ms:
+            self.add_input(acc, m)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[Accumulator]) -> Accumulator:
+        accs = iter(accs)
+        out = next(accs, None)
+        if out is None:
+            return {}
+        for acc in accs:
+            for m in acc.values():
+                keep_latest(out, m)
+        return out
+
+    def extract_output(self, acc: Accumulator) -> List[Measurement]:
+        return list(acc.values())
+
+    def get_accumulator_coder(self):
+        return MeasurementsCoder()

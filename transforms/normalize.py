@@ -7,24 +7,27 @@ others go on. Metric names follow the reference's (``DeviceEvent``,
 ``NormalizedEvent``, ``DroppedEvent``, errors by type).
 """
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms import progress
-from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_NORMALIZATION, dead_letter, error_type_of
+from transforms import metrics
+from transforms.records.dead_letter import DEAD_LETTER_TAG, STAGE_NORMALIZATION, dead_letter, error_type_of
 from transforms.mapping import timeutil
 from transforms.mapping.device_templates import load_device_mapping
 
-METRIC_NAMESPACE = "iomt_fhir"
+
+def normalize_event(mapping, event):
+    """One event's measurements, as the DoFn and ``iomt-fhir replay`` both compute them
+    (raises what the mapping raises: the caller dead-letters it at stage normalization)."""
+    return mapping.get_measurements(event.to_message(), event.ingestion_time)
 
 
 class NormalizeDoFn(beam.DoFn):
     def __init__(self, device_mapping_text: str):
         self._text = device_mapping_text
         self._mapping = None
-        self._events = progress.counter(METRIC_NAMESPACE, "DeviceEvent")
-        self._normalized = progress.counter(METRIC_NAMESPACE, "NormalizedEvent")
-        self._dropped = progress.counter(METRIC_NAMESPACE, "DroppedEvent")
+        self._events = metrics.counter(metrics.NAMESPACE, "DeviceEvent")
+        self._normalized = metrics.counter(metrics.NAMESPACE, "NormalizedEvent")
+        self._dropped = metrics.counter(metrics.NAMESPACE, "DroppedEvent")
 
     def setup(self):
         self._mapping = load_device_mapping(self._text).ensure_valid()
@@ -32,9 +35,9 @@ class NormalizeDoFn(beam.DoFn):
     def process(self, event):
         self._events.inc()
         try:
-            measurements = self._mapping.get_measurements(event.to_message(), event.ingestion_time)
+            measurements = normalize_event(self._mapping, event)
         except Exception as e:  # every failure is data for the dead letter, never a stall
-            Metrics.counter(METRIC_NAMESPACE, f"Errors.{STAGE_NORMALIZATION}.{error_type_of(e)}").inc()
+            metrics.error_counter(STAGE_NORMALIZATION, error_type_of(e)).inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(STAGE_NORMALIZATION, e, event.payload()))
             return
         if not measurements:

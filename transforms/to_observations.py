@@ -10,46 +10,74 @@ period, missing correlation id, device not found...) goes whole to ``dead_letter
 with its measurements, so it can be replayed after the mapping or data is fixed.
 Metric names follow the reference (``MeasurementGroup``, ``Measurement``).
 """
-from typing import Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import progress
-from transforms.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
+from transforms import metrics
+from transforms.records.dead_letter import (DEAD_LETTER_TAG, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
                                     dead_letter, error_type_of)
 from transforms.mapping.fhir_templates import build_observation, load_fhir_mapping
 from transforms.mapping.fhir_values import screen_values
-from transforms.mapping.grouping import MeasurementGroup, measurement_groups, observation_groups
+from transforms.mapping.grouping import measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
-from transforms.mapping.offline import offline_ids
-from transforms.normalize import METRIC_NAMESPACE
 from transforms.fhir.writer import MappingMerge, WriteItem
+from transforms.identities import OfflineIdentity
 
 
-#: Patient / Device resources of an identity that makes them itself (``transforms.bulk_ndjson``)
+#: Patient / Device resources of an identity that makes them itself (``transforms.sinks.bulk_ndjson``)
 RESOURCES_TAG = "resources"
 
 
-class OfflineIdentity:
-    """Identity without a server: the measurement's ids are the logical ids."""
-
-    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
-        return offline_ids(group)
+#: what ``convert`` yields: an Observation to write, a dead letter, a Patient/Device resource
+WRITE, FAILED, RESOURCE = "write", "failed", "resource"
 
 
-class ServerIdentity:
-    """Identity from a FHIR server via ``IdentityService`` (created lazily, per worker)."""
+def convert(mapping, identity, measurements: Iterable,
+            on_group: Optional[Callable[[], None]] = None) -> Iterator[Tuple[str, Any]]:
+    """One key's measurements -> ``(WRITE, WriteItem)``, ``(FAILED, (stage, error, group))`` and
+    ``(RESOURCE, dict)``, in order: the conversion the DoFn and ``iomt-fhir replay`` share.
 
-    def __init__(self, service_factory: Callable[[], object]):
-        self._factory = service_factory
-        self._service = None
+    Each failure costs only what it covers: a rejected reading itself, a group that cannot be
+    converted or whose identity cannot be resolved that group, and the next group goes on.
+    ``on_group`` is called once per group (the ``MeasurementGroup`` counter)."""
+    for group in measurement_groups(measurements):
+        if on_group is not None:
+            on_group()
+        try:
+            template = mapping.template_for(group.measure_type)
+            group, rejected = screen_values(template, group)
+            for m, e in rejected:  # a bad reading costs only itself
+                yield FAILED, (STAGE_FHIR_CONVERSION, e, group._replace(measurements=(m,)))
+            obs_groups = observation_groups(template, group)
+        except Exception as e:  # data problems and bugs alike: dead letter, never a stall
+            yield FAILED, (STAGE_FHIR_CONVERSION, e, group)
+            continue
+        if not obs_groups:  # every reading was dead-lettered by screen_values
+            continue
+        try:
+            ids = identity.resolve(group)
+        except Exception as e:
+            yield FAILED, (STAGE_IDENTITY, e, group)
+            continue
+        try:
+            items = [WriteItem(build_observation(template, og, ids), template.type_name, og)
+                     for og in obs_groups]
+        except Exception as e:
+            yield FAILED, (STAGE_FHIR_CONVERSION, e, group)
+            continue
+        for item in items:
+            yield WRITE, item
+        shells = getattr(identity, "resources", None)
+        if shells is not None:  # bulk NDJSON output: the Patient and Device a server run would create
+            for resource in shells(group):
+                yield RESOURCE, resource
 
-    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
-        if self._service is None:
-            self._service = self._factory()
-        found = self._service.resolve(group.device_id, group.patient_id, group.encounter_id)
-        return ResolvedIds(patient=found.patient, device=found.device, encounter=found.encounter)
+
+def group_dead_letter(stage: str, error: BaseException, group) -> dict:
+    """The dead-letter record of a group (its measurements, for a replay)."""
+    return dead_letter(stage, error, [m.to_json() for m in group.measurements])
 
 
 class ToObservationsDoFn(beam.DoFn):
@@ -58,50 +86,25 @@ class ToObservationsDoFn(beam.DoFn):
         self._identity_factory = identity_factory or OfflineIdentity
         self._mapping = None
         self._identity = None
-        self._groups = progress.counter(METRIC_NAMESPACE, "MeasurementGroup")
-        self._measurements = progress.counter(METRIC_NAMESPACE, "Measurement")
+        self._groups = metrics.counter(metrics.NAMESPACE, "MeasurementGroup")
+        self._measurements = metrics.counter(metrics.NAMESPACE, "Measurement")
 
     def setup(self):
         self._mapping = load_fhir_mapping(self._text).ensure_valid()
         self._identity = self._identity_factory()
 
-    def _fail(self, stage, error, group):
-        Metrics.counter(METRIC_NAMESPACE, f"Errors.{stage}.{error_type_of(error)}").inc()
-        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-            stage, error, [m.to_json() for m in group.measurements]))
-
     def process(self, element):
         _, measurements = element
         self._measurements.inc(len(measurements))
-        for group in measurement_groups(measurements):
-            self._groups.inc()
-            try:
-                template = self._mapping.template_for(group.measure_type)
-                group, rejected = screen_values(template, group)
-                for m, e in rejected:  # a bad reading costs only itself
-                    yield self._fail(STAGE_FHIR_CONVERSION, e, group._replace(measurements=(m,)))
-                obs_groups = observation_groups(template, group)
-            except Exception as e:  # data problems and bugs alike: dead letter, never a stall
-                yield self._fail(STAGE_FHIR_CONVERSION, e, group)
-                continue
-            if not obs_groups:  # every reading was dead-lettered by screen_values
-                continue
-            try:
-                ids = self._identity.resolve(group)
-            except Exception as e:
-                yield self._fail(STAGE_IDENTITY, e, group)
-                continue
-            try:
-                items = [WriteItem(build_observation(template, og, ids), template.type_name, og)
-                         for og in obs_groups]
-            except Exception as e:
-                yield self._fail(STAGE_FHIR_CONVERSION, e, group)
-                continue
-            yield from items
-            shells = getattr(self._identity, "resources", None)
-            if shells is not None:  # bulk NDJSON output: the Patient and Device a server run would create
-                for resource in shells(group):
-                    yield beam.pvalue.TaggedOutput(RESOURCES_TAG, resource)
+        for kind, value in convert(self._mapping, self._identity, measurements, self._groups.inc):
+            if kind == WRITE:
+                yield value
+            elif kind == FAILED:
+                stage, error, group = value
+                metrics.error_counter(stage, error_type_of(error)).inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, group_dead_letter(stage, error, group))
+            else:
+                yield beam.pvalue.TaggedOutput(RESOURCES_TAG, value)
 
 
 class ToObservations(beam.PTransform):
@@ -130,7 +133,7 @@ class FoldByIdDoFn(beam.DoFn):
     def __init__(self, fhir_mapping_text: str):
         self._text = fhir_mapping_text
         self._merge = None
-        self._folded = progress.counter(METRIC_NAMESPACE, "ObservationToFile")
+        self._folded = metrics.counter(metrics.NAMESPACE, "ObservationToFile")
 
     def setup(self):
         # The writer's merge function, so files and servers fold data the same way.

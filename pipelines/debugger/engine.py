@@ -35,7 +35,7 @@ class BadRequest(ValueError):
 
 
 def _error_type(exc: BaseException) -> str:
-    from transforms.dead_letter import error_type_of
+    from transforms.records.dead_letter import error_type_of
 
     return error_type_of(exc)
 

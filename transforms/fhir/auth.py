@@ -282,6 +282,10 @@ class SmartBackendAuth(_RefreshingTokenAuth):
                 f"alg={self.alg!r}, scope={self.scope!r})")
 
 
+#: the ``--fhir-auth`` kinds (``auth_from_options``)
+AUTH_KINDS = ("none", "bearer", "azure", "google", "smart")
+
+
 def auth_from_options(kind: str, fhir_url: str, env: Mapping[str, str] = os.environ,
                       **kw) -> Auth:
     """Build the provider named by a pipeline option.
@@ -313,4 +317,4 @@ def auth_from_options(kind: str, fhir_url: str, env: Mapping[str, str] = os.envi
         return SmartBackendAuth(env["SMART_TOKEN_URL"], env["SMART_CLIENT_ID"], pem,
                                 env.get("SMART_SCOPE", "system/*.write system/*.read"),
                                 alg=env.get("SMART_ALG", "RS384"), kid=env.get("SMART_KID"), **kw)
-    raise ValueError(f"unknown FHIR auth kind {kind!r} (none, bearer, azure, google, smart)")
+    raise ValueError(f"unknown FHIR auth kind {kind!r} ({', '.join(AUTH_KINDS)})")

@@ -37,7 +37,7 @@ MODES = ("Create", "Lookup", "LookupWithEncounter")
 # --- errors (names and ErrName telemetry as the reference) ------------------------------
 class FhirResourceNotFoundException(MappingError):
     error_type = "FhirResourceNotFoundException"
-    stage = "identity"  # transforms.dead_letter.STAGE_IDENTITY
+    stage = "identity"  # transforms.records.dead_letter.STAGE_IDENTITY
 
     def __init__(self, resource_type: str):
         super().__init__(f"{resource_type} not found")
@@ -48,7 +48,7 @@ class FhirResourceNotFoundException(MappingError):
 
 class MultipleResourceFoundException(MappingError):
     error_type = "MultipleResourceFoundException"
-    stage = "identity"  # transforms.dead_letter.STAGE_IDENTITY
+    stage = "identity"  # transforms.records.dead_letter.STAGE_IDENTITY
 
     def __init__(self, resource_type: str, count: int = 2):
         super().__init__(f"multiple {resource_type} resources found for one identifier")
@@ -59,7 +59,7 @@ class MultipleResourceFoundException(MappingError):
 
 class ResourceIdentityNotDefinedException(MappingError):
     error_type = "ResourceIdentityNotDefinedException"
-    stage = "identity"  # transforms.dead_letter.STAGE_IDENTITY
+    stage = "identity"  # transforms.records.dead_letter.STAGE_IDENTITY
 
     def __init__(self, resource_type: str):
         super().__init__(f"{resource_type} identity not defined in the measurement group")
@@ -69,7 +69,7 @@ class ResourceIdentityNotDefinedException(MappingError):
 
 class PatientDeviceMismatchException(MappingError):
     error_type = "PatientDeviceMismatchException"
-    stage = "identity"  # transforms.dead_letter.STAGE_IDENTITY
+    stage = "identity"  # transforms.records.dead_letter.STAGE_IDENTITY
 
     def __init__(self):
         super().__init__("device is linked to a different patient")

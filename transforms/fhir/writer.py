@@ -1,7 +1,7 @@
 """Create-or-merge Observations on a FHIR server in transaction bundles (semantics §5).
 
 :class:`ObservationWriter` is plain Python (no Beam), shared by the pipeline's write step
-(``transforms.write_fhir``), the CLI and the tests: given Observations-to-write it reads
+(``transforms.sinks.fhir_server``), the CLI and the tests: given Observations-to-write it reads
 the current versions by id (batched), merges with the mapping engine's merge, PUTs what
 changed with ``If-Match`` of the version read, and returns exactly one outcome per item:
 created / updated / unchanged / failed.

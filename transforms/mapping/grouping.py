@@ -94,11 +94,7 @@ def measurement_groups(measurements: Iterable[Measurement]) -> List[MeasurementG
         by_time = groups.get(key)
         if by_time is None:
             by_time = groups[key] = {}
-        seen = by_time.get(m.occurrence_time)
-        if seen is None:
-            by_time[m.occurrence_time] = m
-        elif _ingestion(m) > _ingestion(seen):
-            by_time[m.occurrence_time] = m
+        keep_latest(by_time, m)
     out = []
     for key, by_time in groups.items():
         data = tuple(by_time.values())
@@ -106,6 +102,17 @@ def measurement_groups(measurements: Iterable[Measurement]) -> List[MeasurementG
         out.append(MeasurementGroup(key, first.type, first.device_id, first.patient_id,
                                     first.encounter_id, first.correlation_id, data))
     return out
+
+
+def keep_latest(by_time: Dict[int, Measurement], m: Measurement) -> None:
+    """The collapse rule (F11), the one place it is written: ``m`` takes its occurrence
+    time's place in ``by_time`` unless a measurement already there was ingested at the same
+    time or later (a missing ingestion time counts as earliest; on a tie the one seen first
+    stays). Every grouping step applies it (``measurement_groups``, and the Beam combiner
+    before and after the shuffle), so the result never depends on how bundles were split."""
+    seen = by_time.get(m.occurrence_time)
+    if seen is None or _ingestion(m) > _ingestion(seen):
+        by_time[m.occurrence_time] = m
 
 
 def _ingestion(m: Measurement) -> int:

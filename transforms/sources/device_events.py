@@ -3,20 +3,22 @@
 Each source maps its metadata onto the reference's envelope so templates written
 for Event Hubs keep working: application properties / attributes -> ``Properties``,
 broker metadata -> ``SystemProperties``, enqueue / publish time -> ``IngestionTimeUtc``.
-Files are the historical backfill path (``transforms.read_files``: JSON lines, JSON arrays,
-Event Hubs Capture / IoT Hub routing Avro on any Beam filesystem); only files have
-read failures, so only they set ``ReadDeviceEvents.dead_letters``.
-Event Hubs / Kafka lives in ``transforms.kafka_source`` (it has its own secret handling).
+Files are the historical backfill path (``transforms.sources.files``: JSON lines, JSON arrays,
+Event Hubs Capture / IoT Hub routing Avro on any Beam filesystem). Like every stage, the
+read returns its dead letters as an output (``DEAD_LETTER_TAG``, stage ``read``): files that
+could not be read, Pub/Sub messages whose metadata could not be converted (payload: the
+message id, never content), Kafka records likewise (topic, partition, offset).
+Event Hubs / Kafka lives in ``transforms.sources.kafka`` (it has its own secret handling).
 """
 import datetime as _dt
 
 import apache_beam as beam
 
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.device_event import DeviceEvent
-from transforms.kafka_source import KafkaSource, ReadKafkaDeviceEvents, parse_consumer_settings
+from transforms.records.dead_letter import DEAD_LETTER_TAG, STAGE_READ, dead_letter
+from transforms.records.device_event import DeviceEvent
+from transforms.sources.kafka import KafkaSource, ReadKafkaDeviceEvents, parse_consumer_settings
 from transforms.mapping import timeutil
-from transforms.read_files import ReadArchiveFiles
+from transforms.sources.files import ReadArchiveFiles
 
 
 def _pubsub_event(msg) -> DeviceEvent:
@@ -41,14 +43,13 @@ _SOURCE_FLAGS = ("--input", "--pubsub-subscription", "--kafka-topic / --eventhub
 
 
 class ReadDeviceEvents(beam.PTransform):
-    """Reads the one source the options name; the output is the ``DeviceEvent`` PCollection.
+    """Reads the one source the options name.
 
-    After it is applied, ``dead_letters`` holds the read-stage dead letters (files that could
-    not be read) for a file source and is ``None`` otherwise: the events stay the transform's
-    one output, as every caller uses them, and the pipeline adds the dead letters to its own."""
+    The output is a dict: ``"events"``, the ``DeviceEvent`` PCollection, and
+    ``DEAD_LETTER_TAG``, the read stage's dead letters (see the module docstring)."""
 
     def __init__(self, input_pattern=None, input_format="body", pubsub_subscription=None,
-                 kafka: KafkaSource = None):
+                 kafka: KafkaSource = None, kafka_expansion_service=None):
         super().__init__()
         given = [flag for flag, value in zip(_SOURCE_FLAGS, (input_pattern, pubsub_subscription, kafka))
                  if value]
@@ -57,24 +58,36 @@ class ReadDeviceEvents(beam.PTransform):
                               + (", ".join(given) or "none") + ").")
         self._input = input_pattern
         self._format = input_format
-        self.dead_letters = None
         # Built now so an unknown --input-format stops the launch.
         self._files = ReadArchiveFiles(input_pattern, input_format) if input_pattern else None
         self._subscription = pubsub_subscription
         # Built now so a misconfigured Kafka source stops the launch before anything runs.
-        self._kafka = ReadKafkaDeviceEvents(kafka) if kafka else None
+        self._kafka = ReadKafkaDeviceEvents(kafka, expansion_service=kafka_expansion_service) if kafka else None
 
     def expand(self, pbegin):
         if self._files:
             read = pbegin | "ReadFiles" >> self._files
-            self.dead_letters = read[DEAD_LETTER_TAG]
-            return read.events
+            return {"events": read.events, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
         if self._kafka:
-            return pbegin | "ReadKafka" >> self._kafka
-        return (pbegin
+            read = pbegin | "ReadKafka" >> self._kafka
+            return {"events": read.events, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
+        read = (pbegin
                 | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=self._subscription,
                                                          with_attributes=True)
-                | "ToEvent" >> beam.Map(_pubsub_event))
+                | "ToEvent" >> beam.ParDo(_PubSubToEvent()).with_outputs(DEAD_LETTER_TAG, main="events"))
+        return {"events": read.events, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
+
+
+class _PubSubToEvent(beam.DoFn):
+    """A message whose metadata cannot be converted costs only itself: a read dead letter
+    with its message id (never its data)."""
+
+    def process(self, msg):
+        try:
+            yield _pubsub_event(msg)
+        except Exception as e:  # noqa: BLE001 -- one bad message must not stop the stream
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                STAGE_READ, e, None, {"message_id": getattr(msg, "message_id", None)}))
 
 
 def kafka_source_from_options(opts):

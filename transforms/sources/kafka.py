@@ -39,7 +39,7 @@ Kafka offset (on Event Hubs the Kafka offset *is* the sequence number),
 ``x-opt-partition-key`` = the key; plus ``kafka-topic``/``kafka-partition``/``kafka-offset``/
 ``kafka-timestamp-type`` for what the reference has no name for. ``IngestionTimeUtc`` = the
 record timestamp (the reference uses the enqueued time). Header values are decoded as
-``transforms.amqp_values`` explains.
+``transforms.sources.amqp_values`` explains.
 """
 import os
 from dataclasses import dataclass
@@ -47,8 +47,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import apache_beam as beam
 
-from transforms.amqp_values import header_value
-from transforms.device_event import DeviceEvent
+from transforms.sources.amqp_values import header_value
+from transforms.records.dead_letter import DEAD_LETTER_TAG, STAGE_READ, dead_letter
+from transforms.records.device_event import DeviceEvent
 from transforms.mapping import timeutil
 
 CONNECTION_STRING_ENV = "EVENTHUB_CONNECTION_STRING"
@@ -270,30 +271,44 @@ def record_to_event(record: Any) -> DeviceEvent:
     return DeviceEvent(body=body, properties=properties, system_properties=system, ingestion_time=ticks)
 
 
+class _RecordsToEvents(beam.DoFn):
+    """A record whose metadata cannot be converted costs only itself: a read dead letter that
+    says where it is (topic, partition, offset), never its content."""
+
+    def process(self, record):
+        try:
+            yield record_to_event(record)
+        except Exception as e:  # noqa: BLE001 -- one odd record must not stop the stream
+            where = {name: _field(record, name) for name in ("topic", "partition", "offset")}
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                STAGE_READ, e, None, {k: (None if v is None else str(v) if k == "topic" else int(v))
+                                      for k, v in where.items()}))
+
+
 class ReadKafkaDeviceEvents(beam.PTransform):
-    """``ReadFromKafka`` (with metadata) -> ``DeviceEvent``.
+    """``ReadFromKafka`` (with metadata) -> outputs ``events`` (``DeviceEvent``) and ``dead_letter``.
 
     The topic and consumer config are resolved when the transform is built (at launch), so
     a missing or malformed connection string stops the launch with a clear message."""
 
     def __init__(self, source: KafkaSource, environ: Optional[Mapping[str, str]] = None,
                  max_num_records: Optional[int] = None, max_read_time: Optional[int] = None,
-                 start_read_time: Optional[int] = None):
+                 start_read_time: Optional[int] = None, expansion_service: Any = None):
         """``max_*`` bound the read and ``start_read_time`` (ms since the epoch) starts it at a
-        time: for tests and one-off replays; the pipeline itself reads without bounds."""
+        time: for tests and one-off replays; the pipeline itself reads without bounds.
+        ``expansion_service``: the Java expansion service the launcher chose for the runner
+        (as Beam's ``ReadFromKafka`` takes it), unless the source names one."""
         super().__init__()
         self._topic, self._config = source.resolve(environ)
-        self._expansion_service = source.expansion_service
-        self._runner = None
+        # an address (--kafka-expansion-service) or a service object the launcher chose
+        # (``expansion_service=``); None: Beam's own default
+        self._expansion_service = source.expansion_service or expansion_service
         self._max_num_records = max_num_records
         self._max_read_time = max_read_time
         self._start_read_time = start_read_time
 
     def expand(self, pbegin):
         from apache_beam.io.kafka import ReadFromKafka
-        from apache_beam.options.pipeline_options import StandardOptions
-        runner = pbegin.pipeline.options.view_as(StandardOptions).runner if pbegin.pipeline.options else None
-        expansion_service = self._expansion_service or default_expansion_service(runner)
         return (pbegin
                 | "ReadKafka" >> ReadFromKafka(
                     consumer_config=self._config, topics=[self._topic], with_metadata=True,
@@ -302,64 +317,5 @@ class ReadKafkaDeviceEvents(beam.PTransform):
                     commit_offset_in_finalize=True,
                     max_num_records=self._max_num_records, max_read_time=self._max_read_time,
                     start_read_time=self._start_read_time,
-                    expansion_service=expansion_service)
-                | "ToEvent" >> beam.Map(record_to_event))
-
-
-#: Runners whose portable job service can run an EMBEDDED Java environment (Java transforms
-#: inside its own JVM: the Flink job server for [local], the task managers on a cluster).
-_EMBEDDED_JAVA_RUNNERS = ("flink",)
-
-
-def java_environment_for(runner: Any) -> Optional[str]:
-    """The ``--defaultEnvironmentType`` our expansion service gives Kafka IO on ``runner``.
-
-    Beam's default, DOCKER, needs a Docker engine where the job runs. On Flink, EMBEDDED
-    runs the Java read inside Flink itself (no Docker, no extra process; the job server's
-    classpath, from scripts/setup-java, holds Kafka IO), and ``EVENTHUB_CONNECTION_STRING``
-    is read from the job server's / task managers' environment. Elsewhere (Dataflow: its
-    Java container; Prism, Spark) Beam's default is kept: None."""
-    name = runner if isinstance(runner, str) else type(runner).__name__ if runner is not None else ""
-    key = name.rsplit(".", 1)[-1].lower()
-    key = key[:-len("runner")] if key.endswith("runner") else key
-    return "EMBEDDED" if key in _EMBEDDED_JAVA_RUNNERS else None
-
-
-def default_expansion_service(runner: Any = None):
-    """The Kafka IO expansion service to use when ``--kafka-expansion-service`` is not given.
-
-    The jar scripts/setup-java cached (``pipelines.java_artifacts``), started by Beam with
-    ``java -jar`` for the expansion and stopped after it, with the Java environment
-    ``java_environment_for(runner)``. Without a cached jar: None, i.e. Beam's own default
-    (which downloads its jar)."""
-    from apache_beam.transforms.external import JavaJarExpansionService
-    from pipelines import java_artifacts
-    jar = java_artifacts.kafka_expansion_service_jar()
-    if not jar:
-        return None
-    environment = java_environment_for(runner)
-    return JavaJarExpansionService(
-        jar, append_args=[f"--defaultEnvironmentType={environment}"] if environment else [])
-
-
-#: Flink checkpoint interval the launcher sets for a Kafka read when none is given (ms).
-FLINK_CHECKPOINT_INTERVAL_MS = 10000
-
-
-def flink_kafka_args(argv: Iterable[str]) -> list:
-    """Beam args a Kafka read on FlinkRunner needs and the user did not give.
-
-    Kafka IO commits offsets (``commit_offset_in_finalize``) in a step that requires stable
-    input, which Flink only provides with checkpointing: without it the job fails at start
-    ("No checkpointing configured but pipeline uses @RequiresStableInput"). Offsets are
-    committed when a checkpoint completes, so the interval is also how much a restarted job
-    re-reads at most (harmless: writes are idempotent)."""
-    argv = list(argv)
-    runner = next((a.split("=", 1)[1] for a in argv if a.startswith("--runner=")), "")
-    if not runner and "--runner" in argv[:-1]:
-        runner = argv[argv.index("--runner") + 1]
-    if java_environment_for(runner) != "EMBEDDED":  # i.e. not Flink
-        return []
-    if any(a.split("=", 1)[0] in ("--checkpointing_interval", "--checkpointing-interval") for a in argv):
-        return []
-    return [f"--checkpointing_interval={FLINK_CHECKPOINT_INTERVAL_MS}"]
+                    expansion_service=self._expansion_service)
+                | "ToEvent" >> beam.ParDo(_RecordsToEvents()).with_outputs(DEAD_LETTER_TAG, main="events"))

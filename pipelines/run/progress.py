@@ -7,7 +7,7 @@ stderr with counts only (never content or ids)::
     progress: 40s files=12/300 messages=812000 measurements=830112 observations created=2310
     updated=12 unchanged=0 to_file=0 dead_letters=3 msgs_per_s=20300
 
-The counts come from ``transforms.progress`` (in-process, see there), so lines appear on
+The counts come from ``transforms.metrics`` (in-process, see there), so lines appear on
 runners that run the job in this process (``FnApiRunner``, the direct runners); elsewhere
 the runner's own console shows progress and only the final summary is printed here.
 ``files`` appears once the read stage reports ``FilesMatched`` / ``FilesRead``.
@@ -18,13 +18,13 @@ import threading
 import time
 from typing import IO, Callable, Dict, Optional
 
-from transforms import progress
+from transforms import metrics as progress
+from transforms.fhir.writer import METRIC_SAVED
 
 #: runners that execute the job in the launching process
 IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
-OUTCOMES = (("created", "ObservationCreated"), ("updated", "ObservationUpdated"),
-            ("unchanged", "ObservationNoOperation"), ("to_file", "ObservationToFile"))
+OUTCOMES = tuple(METRIC_SAVED.items()) + (("to_file", "ObservationToFile"),)
 
 
 def runs_in_process(options) -> bool:
@@ -106,8 +106,6 @@ def tally_dead_letter(record) -> None:
 
 def tally_outcome(outcome) -> None:
     """Counts a writer outcome (``{"id", "outcome"}``) under the writer's metric names."""
-    from transforms.fhir.writer import METRIC_SAVED
-
     name = METRIC_SAVED.get(outcome.get("outcome")) if isinstance(outcome, dict) else None
     if name:
         progress.inc(name)

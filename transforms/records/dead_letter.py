@@ -16,6 +16,11 @@ STAGE_GROUPING = "grouping"
 STAGE_FHIR_CONVERSION = "fhir_conversion"
 STAGE_IDENTITY = "identity"
 STAGE_FHIR_WRITE = "fhir_write"
+#: every stage, in pipeline order
+STAGES = (STAGE_READ, STAGE_NORMALIZATION, STAGE_GROUPING, STAGE_FHIR_CONVERSION, STAGE_IDENTITY,
+          STAGE_FHIR_WRITE)
+#: stages whose dead letters mean the infrastructure failed (exit 1), not the data
+INFRASTRUCTURE_STAGES = (STAGE_FHIR_WRITE, STAGE_IDENTITY)
 
 
 def dead_letter(stage: str, error: BaseException, payload: Any,

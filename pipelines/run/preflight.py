@@ -21,6 +21,8 @@ import logging
 from typing import Callable, List, Optional
 
 from pipelines.launch_errors import LaunchError, check_http_url, one_line, safe_url
+from transforms.fhir.auth import AUTH_KINDS
+from transforms.fhir.identity import MODES as IDENTITY_MODES
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +169,9 @@ def register(sub) -> None:
                                    "identity needs) and, if given, the source. Exit 0 when usable, 2 "
                                    "with one line saying what failed.")
     c.add_argument("--fhir-url", required=True)
-    c.add_argument("--fhir-auth", default="none", choices=("none", "bearer", "azure", "google", "smart"),
+    c.add_argument("--fhir-auth", default="none", choices=AUTH_KINDS,
                    help="credentials come from the environment (see README) (default: none)")
-    c.add_argument("--identity-mode", default="Create", choices=("Create", "Lookup", "LookupWithEncounter"))
+    c.add_argument("--identity-mode", default="Create", choices=IDENTITY_MODES)
     c.add_argument("--device-identifier-system", default="")
     c.add_argument("--input", help="a file pattern that must match a file")
     c.add_argument("--pubsub-subscription", help="projects/P/subscriptions/S that must exist")

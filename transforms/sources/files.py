@@ -32,11 +32,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import archive_formats as formats
-from transforms import progress
-from transforms.dead_letter import DEAD_LETTER_TAG, STAGE_READ, dead_letter
+from transforms.sources import archive_formats as formats
+from transforms import metrics
+from transforms.records.dead_letter import DEAD_LETTER_TAG, STAGE_READ, dead_letter
 
-METRIC_NAMESPACE = "iomt_fhir"
 RANGE_BYTES = 64 << 20
 
 # (path, start, end or None for "to the end", size)
@@ -138,7 +137,7 @@ class PlanReadsFn(beam.DoFn):
     def __init__(self, input_format: str, range_bytes: int):
         self._format = input_format
         self._range_bytes = range_bytes
-        self._matched = progress.counter(METRIC_NAMESPACE, "FilesMatched")  # also for progress lines
+        self._matched = metrics.counter(metrics.NAMESPACE, "FilesMatched")  # also for progress lines
 
     def process(self, metadata):
         self._matched.inc()
@@ -150,8 +149,8 @@ class ReadUnitFn(beam.DoFn):
 
     def __init__(self, input_format: str):
         self._format = input_format
-        self._read = progress.counter(METRIC_NAMESPACE, "FilesRead")
-        self._failed = Metrics.counter(METRIC_NAMESPACE, "FilesFailed")
+        self._read = metrics.counter(metrics.NAMESPACE, "FilesRead")
+        self._failed = Metrics.counter(metrics.NAMESPACE, "FilesFailed")
 
     def process(self, unit: ReadUnit):
         path, start, end, _size = unit
@@ -174,7 +173,7 @@ class ReadUnitFn(beam.DoFn):
 
     @staticmethod
     def _dead(path, error):
-        Metrics.counter(METRIC_NAMESPACE, f"Errors.{STAGE_READ}.{error.error_type}").inc()
+        metrics.error_counter(STAGE_READ, error.error_type).inc()
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, read_dead_letter(path, error))
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Dict, IO, Iterable, List, Mapping, Optional, Tuple
 
-from pipelines.simulator import SimulatedMessage
+from pipelines.simulator.devices import SimulatedMessage
 
 CONNECTION_STRING_ENV = "EVENTHUB_CONNECTION_STRING"
 
@@ -158,7 +158,7 @@ class KafkaSender:
         from confluent_kafka import Producer
         conf: Dict[str, str] = {"enable.idempotence": "true", "acks": "all", "linger.ms": "5"}
         if eventhubs:
-            from transforms.kafka_source import parse_connection_string, eventhubs_bootstrap
+            from transforms.sources.kafka import parse_connection_string, eventhubs_bootstrap
             environ = os.environ if environ is None else environ
             secret = environ.get(CONNECTION_STRING_ENV)
             if not secret:

@@ -1,6 +1,6 @@
 """Device archives -> ``DeviceEvent``: JSON lines, JSON-array exports, Event Hubs Capture /
 IoT Hub routing Avro. Pure Python (no Beam): the readers take an open binary stream and
-yield events, so the Beam read stage (``transforms.read_files``), the tests and any other
+yield events, so the Beam read stage (``transforms.sources.files``), the tests and any other
 caller share one implementation.
 
 Why each reader looks the way it does:
@@ -30,7 +30,7 @@ import re
 import zlib
 from typing import Any, Dict, Iterator, Mapping, Optional
 
-from transforms.device_event import DeviceEvent
+from transforms.records.device_event import DeviceEvent
 from transforms.mapping import timeutil
 
 # The SystemProperties entry that names the file an event was read from (full path or URL

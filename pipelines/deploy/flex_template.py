@@ -27,7 +27,7 @@ from pipelines.options import IomtFhirOptions
 TEMPLATE_NAME = "iomt-fhir"
 TEMPLATE_DESCRIPTION = ("IoMT-to-FHIR connector: device messages (files, Pub/Sub or Event Hubs / Kafka) -> "
                         "FHIR R4 Observations, with iomt-fhir / Azure MedTech device and FHIR mappings.")
-#: options ``pipelines.iomt_to_fhir.main`` refuses to run without (argparse cannot require them:
+#: options ``pipelines.run.launch.main`` refuses to run without (argparse cannot require them:
 #: Beam parses every options class for every pipeline in the process)
 REQUIRED = ("device_mapping", "fhir_mapping", "dead_letter")
 #: parameter types the Dataflow console uses to pick an input widget
@@ -162,9 +162,9 @@ def tool_main(argv: Optional[List[str]] = None, metadata_path: str = "deploy/dat
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the template launcher (``FLEX_TEMPLATE_PYTHON_PY_FILE``)."""
-    from pipelines import iomt_to_fhir
+    from pipelines.run import launch
 
-    return iomt_to_fhir.main(launcher_argv(sys.argv[1:] if argv is None else argv))
+    return launch.main(launcher_argv(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

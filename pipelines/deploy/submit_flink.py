@@ -7,7 +7,7 @@ wrong and whose defaults do not fit a long-running IoMT stream:
   version of Beam's job server that matches the cluster (``--flink-version``, 1.19 with Beam 2.62);
 * checkpointing: Kafka / Event Hubs offsets are committed when a checkpoint finalizes
   (``commit_offset_in_finalize``), so without checkpoints a restarted job re-reads from the
-  group's old offset (harmless, writes are idempotent, but slow); on by default here (60 s);
+  group's old offset (harmless, writes are idempotent, but slow); on by default here (10 s, ``pipelines.run.runners.FLINK_CHECKPOINT_INTERVAL_MS``);
 * the state backend (``rocksdb`` for windows holding an hour of readings of many devices);
 * the Python SDK environment: on a cluster the default (Docker) rarely works; ``EXTERNAL``
   points Flink's task managers at a Beam worker pool beside each of them (the image built
@@ -26,6 +26,8 @@ import shlex
 import sys
 from typing import List, Optional
 
+from pipelines.run.runners import FLINK_CHECKPOINT_INTERVAL_MS
+
 DEFAULT_FLINK_VERSION = "1.19"  # Beam 2.62's newest Flink runner (beam-runners-flink-1.19-job-server)
 DEFAULT_WORKER_POOL = "localhost:50000"  # Beam's worker pool port, as a sidecar of each task manager
 
@@ -40,8 +42,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the cluster's Flink version (default {DEFAULT_FLINK_VERSION})")
     p.add_argument("--parallelism", type=int, help="job parallelism (default: the cluster's)")
     p.add_argument("--max-parallelism", type=int, help="max parallelism (key groups; fixes rescaling limits)")
-    p.add_argument("--checkpointing-interval", type=int, default=60000, metavar="MS",
-                   help="checkpoint every MS milliseconds (default 60000; 0 = off); Kafka offsets are "
+    p.add_argument("--checkpointing-interval", type=int, default=FLINK_CHECKPOINT_INTERVAL_MS, metavar="MS",
+                   help=f"checkpoint every MS milliseconds (default {FLINK_CHECKPOINT_INTERVAL_MS}; 0 = off); Kafka offsets are "
                         "committed on checkpoints")
     p.add_argument("--state-backend", choices=("rocksdb", "filesystem"),
                    help="Beam state backend (default: the cluster's state.backend); needs "
@@ -94,9 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:
         print("iomt-fhir run " + " ".join(shlex.quote(a) for a in run_argv))
         return 0
-    from pipelines import iomt_to_fhir
+    from pipelines.run import launch
 
-    return iomt_to_fhir.main(run_argv)
+    return launch.main(run_argv)
 
 
 if __name__ == "__main__":

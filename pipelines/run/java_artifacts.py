@@ -12,7 +12,7 @@ Paths depend on the *installed* apache-beam version, so a cache left by another 
 is not used (a job server must speak the same runner API as the SDK). Every lookup returns
 None when setup has not fetched the artifact: callers then keep Beam's own default.
 
-Stdlib only, and runnable as a script (``python3 pipelines/java_artifacts.py launcher-jar ...``)
+Stdlib only, and runnable as a script (``python3 pipelines/run/java_artifacts.py launcher-jar ...``)
 so setup can write launcher jars before the package is installed.
 """
 import os

@@ -46,7 +46,8 @@ from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateS
                                               on_timer)
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.dead_letter import DEAD_LETTER_TAG, error_type_of, write_failure
+from transforms.records.dead_letter import DEAD_LETTER_TAG, error_type_of, write_failure
+from transforms import metrics
 from transforms.fhir.client import FhirClient
 # re-exported: the writer's names, for callers of this module
 from transforms.fhir.writer import (CREATED, FAILED, METRIC_SAVED, UNCHANGED, UPDATED,  # noqa: F401
@@ -112,9 +113,9 @@ class WriteObservationsFn(beam.DoFn):
         self.flush_seconds = flush_seconds
         self.clock = clock
         self.saved = {k: Metrics.counter("FhirResourceSaved", v) for k, v in METRIC_SAVED.items()}
-        self.contention = Metrics.counter("iomt_fhir", "FHIRResourceContention")
+        self.contention = Metrics.counter(metrics.NAMESPACE, "FHIRResourceContention")
         #: the name Beam's IOs use, which Dataflow's autoscaler reads as "throttled"
-        self.throttled = Metrics.counter("iomt_fhir", "cumulativeThrottlingSeconds")
+        self.throttled = Metrics.counter(metrics.NAMESPACE, "cumulativeThrottlingSeconds")
 
     def setup(self):
         self.client = self.client_factory()

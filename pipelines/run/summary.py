@@ -17,18 +17,19 @@ Exit status (README "Operating it"):
 The summary holds counts, stages and error types only: no content, no ids.
 """
 import dataclasses
+import sys
 from typing import Dict, List, Optional
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
+from pipelines.launch_errors import EXIT_FAILURES, EXIT_OK
 
-INFRASTRUCTURE_STAGES = ("fhir_write", "identity")
-STAGE_ORDER = ("read", "normalization", "grouping", "fhir_conversion", "identity", "fhir_write")
+from transforms.fhir.writer import METRIC_SAVED
+from transforms.metrics import ERROR_PREFIX
+from transforms.records.dead_letter import INFRASTRUCTURE_STAGES, STAGES as STAGE_ORDER
 
 SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "LateMeasurementRegrouped",
                     "MeasurementGroup", "ObservationCreated", "ObservationUpdated",
                     "ObservationNoOperation", "FHIRResourceContention")
-SAVED = ("ObservationCreated", "ObservationUpdated", "ObservationNoOperation")
+SAVED = tuple(METRIC_SAVED.values())
 
 
 @dataclasses.dataclass
@@ -97,7 +98,7 @@ class RunSummary:
         c = self.counters
         parts = [f"{n}={c[n]}" for n in SUMMARY_COUNTERS if n in c]
         parts += [f"{n}={v}" for n, v in sorted(c.items())
-                  if n not in SUMMARY_COUNTERS and (n.startswith("Errors.") or "Exception" in n
+                  if n not in SUMMARY_COUNTERS and (n.startswith(ERROR_PREFIX) or "Exception" in n
                                                      or n.endswith("Error"))]
         out = ["summary: " + " ".join(parts)]
         total = self.dead_letter_total()
@@ -133,7 +134,7 @@ def from_counters(raw: Dict[tuple, int], dead_letter_prefix: Optional[str] = Non
     for (namespace, name), value in raw.items():
         counters[name] = counters.get(name, 0) + value
         stage = error_type = None
-        if name.startswith("Errors.") and name.count(".") >= 2:
+        if name.startswith(ERROR_PREFIX) and name.count(".") >= 2:
             _, stage, error_type = name.split(".", 2)
         elif namespace == "Errors":
             stage, error_type = "fhir_write", name
@@ -157,3 +158,18 @@ def summarize(result, dead_letter_prefix: Optional[str] = None,
         key = (c.key.metric.namespace, c.key.metric.name)
         raw[key] = raw.get(key, 0) + (c.committed or c.attempted or 0)
     return from_counters(raw, dead_letter_prefix, max_dead_letter_fraction)
+
+
+def print_summary(result, opts=None, streaming: bool = False) -> RunSummary:
+    """Counts by metric name (reference names), dead letters by stage/type, where they are
+    and how to replay them: no content, no ids. Returns the ``RunSummary``."""
+    from pipelines.commands.replay import dead_letter_glob, replay_hint
+
+    prefix = getattr(opts, "dead_letter", None)
+    summary = summarize(result, prefix, getattr(opts, "max_dead_letter_fraction", None))
+    if prefix:
+        summary.dead_letter_files = dead_letter_glob(prefix, streaming)
+    hint = replay_hint(opts, streaming) if opts is not None else ""
+    for line in summary.lines(hint):
+        print(line, file=sys.stderr)
+    return summary

@@ -1,9 +1,12 @@
-"""Running counts of an in-process run, for progress lines while it runs.
+"""The pipeline's metric vocabulary, and running counts of an in-process run for progress lines.
+
+``NAMESPACE`` is every counter's namespace; a dead letter counts as ``Errors.<stage>.<type>``
+(``error_counter``), which the run summary reads back (``pipelines.run.summary``).
 
 Why not Beam's metrics: a runner reports them in the result, and ``FnApiRunner`` (the
 local backfill runner) returns its result only when the job is done. It runs the job in
 this process, so the transforms also add their counts to a plain dict here, which the
-launcher's progress reporter (``pipelines.progress_report``) reads every few seconds.
+launcher's progress reporter (``pipelines.run.progress``) reads every few seconds.
 On a remote runner (Dataflow, Flink) the dict stays empty on the launcher and only the
 Beam metrics count.
 
@@ -13,7 +16,18 @@ from typing import Dict
 
 from apache_beam.metrics import Metrics
 
+#: the namespace of every counter the pipeline keeps (the writer's reference-named
+#: ``FhirResourceSaved`` / ``Errors`` counters excepted; see ``transforms.sinks.fhir_server``)
+NAMESPACE = "iomt_fhir"
+#: dead letters per stage and error type: ``Errors.<stage>.<type>``
+ERROR_PREFIX = "Errors."
+
 _counts: Dict[str, int] = {}
+
+
+def error_counter(stage: str, error_type: str):
+    """The Beam counter of dead letters of ``stage`` and ``error_type``."""
+    return Metrics.counter(NAMESPACE, f"{ERROR_PREFIX}{stage}.{error_type}")
 
 
 def inc(name: str, n: int = 1) -> None:

@@ -1,4 +1,7 @@
-"""Windowing and file names for JSON-lines outputs of a stream (dead letters, Observations).
+"""JSON-lines files: the Observation and dead-letter outputs, in batch and on a stream.
+
+In batch, one ``WriteToText`` (one file with ``--single-file-outputs``). On a stream, windowed
+files, with the windowing and file names below.
 
 Why not plain 60 s fixed windows: a window's file is written when the watermark passes its
 end, and a Kafka / Event Hubs read holds the watermark back while a partition is idle (an
@@ -9,6 +12,7 @@ firing is its own file, named with its pane index (Beam's default naming leaves 
 out, so a second firing would overwrite the first; where the runner gives no pane, a
 random tag).
 """
+import json
 import uuid
 
 import apache_beam as beam
@@ -41,3 +45,21 @@ def pane_file_naming(prefix: str, suffix: str = ""):
                 return "-".join(parts)
         return f"{name}-{tag}"
     return _inner
+
+
+def _to_json_line(record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def write_json_lines(pcoll, prefix: str, streaming: bool, single_file: bool, label: str):
+    """JSON lines to files: one file per output in batch with ``single_file``, windowed files when streaming."""
+    lines = pcoll | f"{label}ToJson" >> beam.Map(_to_json_line)
+    if streaming:
+        return (lines
+                | f"{label}Window" >> flushed_windows()
+                | f"{label}Write" >> fileio.WriteToFiles(path=prefix, shards=1,
+                                                         file_naming=pane_file_naming(label, ".jsonl")))
+    if single_file:
+        return lines | f"{label}Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl",
+                                                              num_shards=1, shard_name_template="")
+    return lines | f"{label}Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")

@@ -5,7 +5,7 @@ Beam 2.62 (the version whose Java jars are served here; see setup.py) no longer 
 runner that needs nothing besides Python, and the README's examples use it. The alias
 is resolved here, in the launcher, instead of patching Beam's private runner table.
 """
-from typing import List
+from typing import Any, Iterable, List, Optional
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -29,10 +29,19 @@ def resolve_runner_aliases(argv: List[str]) -> List[str]:
 PORTABLE_RUNNER_KEYS = ("flink", "prism", "spark", "portable", "direct")
 
 
-def _runner_key(name: str) -> str:
-    """'FlinkRunner', 'flink', 'apache_beam...flink_runner.FlinkRunner' -> 'flink' (as Beam matches)."""
+def runner_key(runner: Any) -> str:
+    """'FlinkRunner', 'flink', 'apache_beam...flink_runner.FlinkRunner', or a runner object
+    -> 'flink' (as Beam matches names); None -> ''. The one place runner names are parsed."""
+    if runner is None:
+        return ""
+    name = runner if isinstance(runner, str) else type(runner).__name__
     key = name.rsplit(".", 1)[-1].lower()
     return key[:-len("runner")] if key.endswith("runner") else key
+
+
+def runner_in(argv: List[str]) -> str:
+    """The ``runner_key`` of the ``--runner`` an argv gives ('' when none)."""
+    return runner_key(_value(list(argv), "--runner") or None)
 
 
 def _given(argv: List[str], flag: str) -> bool:
@@ -69,10 +78,10 @@ def fill_cached_runner_artifacts(argv: List[str]) -> List[str]:
     ``--output_executable_path`` (Beam parses each options view with argparse's prefix
     matching), and Flink/Prism would then write a jar to that path instead of running the job.
     """
-    from pipelines import java_artifacts
+    from pipelines.run import java_artifacts
 
     out = list(argv)
-    key = _runner_key(_value(out, "--runner")) or "direct"  # Beam's default runner
+    key = runner_key(_value(out, "--runner")) or "direct"  # Beam's default runner
     if (key in PORTABLE_RUNNER_KEYS and _given(out, "--output")
             and not _given(out, "--output_executable_path")):
         out.append("--output_executable_path=")
@@ -85,3 +94,57 @@ def fill_cached_runner_artifacts(argv: List[str]) -> List[str]:
         if binary and not _given(out, "--prism_location"):
             out.append("--prism_location=" + binary)
     return out
+
+
+#: Runners whose portable job service can run an EMBEDDED Java environment (Java transforms
+#: inside its own JVM: the Flink job server for [local], the task managers on a cluster).
+_EMBEDDED_JAVA_RUNNERS = ("flink",)
+
+
+def java_environment_for(runner: Any) -> Optional[str]:
+    """The ``--defaultEnvironmentType`` our expansion service gives Kafka IO on ``runner``.
+
+    Beam's default, DOCKER, needs a Docker engine where the job runs. On Flink, EMBEDDED
+    runs the Java read inside Flink itself (no Docker, no extra process; the job server's
+    classpath, from scripts/setup-java, holds Kafka IO), and ``EVENTHUB_CONNECTION_STRING``
+    is read from the job server's / task managers' environment. Elsewhere (Dataflow: its
+    Java container; Prism, Spark) Beam's default is kept: None."""
+    return "EMBEDDED" if runner_key(runner) in _EMBEDDED_JAVA_RUNNERS else None
+
+
+def kafka_expansion_service(runner: Any = None):
+    """The Kafka IO expansion service for ``runner`` when ``--kafka-expansion-service`` is not given.
+
+    The jar scripts/setup-java cached (``pipelines.run.java_artifacts``), started by Beam with
+    ``java -jar`` for the expansion and stopped after it, with the Java environment
+    ``java_environment_for(runner)``. Without a cached jar: None, i.e. Beam's own default
+    (which downloads its jar). Chosen here, at launch, and passed down to the source."""
+    from apache_beam.transforms.external import JavaJarExpansionService
+    from pipelines.run import java_artifacts
+    jar = java_artifacts.kafka_expansion_service_jar()
+    if not jar:
+        return None
+    environment = java_environment_for(runner)
+    return JavaJarExpansionService(
+        jar, append_args=[f"--defaultEnvironmentType={environment}"] if environment else [])
+
+
+#: Flink checkpoint interval (ms) when none is given: the launcher's for a Kafka read on
+#: FlinkRunner and ``scripts/submit-flink``'s. Offsets are committed when a checkpoint
+#: completes, so it bounds how much a restarted job re-reads (harmless: writes are idempotent)
+#: and how far the consumer group's committed offsets trail the read.
+FLINK_CHECKPOINT_INTERVAL_MS = 10000
+
+
+def flink_kafka_args(argv: Iterable[str]) -> list:
+    """Beam args a Kafka read on FlinkRunner needs and the user did not give.
+
+    Kafka IO commits offsets (``commit_offset_in_finalize``) in a step that requires stable
+    input, which Flink only provides with checkpointing: without it the job fails at start
+    ("No checkpointing configured but pipeline uses @RequiresStableInput")."""
+    argv = list(argv)
+    if java_environment_for(runner_in(argv)) != "EMBEDDED":  # i.e. not Flink
+        return []
+    if _given(argv, "--checkpointing_interval"):
+        return []
+    return [f"--checkpointing_interval={FLINK_CHECKPOINT_INTERVAL_MS}"]

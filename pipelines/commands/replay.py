@@ -1,8 +1,8 @@
 """``iomt-fhir replay``: re-drive dead letters from where they failed, after the cause is fixed.
 
-Each record goes back in at its own stage, through the same code the pipeline runs
-(``NormalizeDoFn``, ``ToObservationsDoFn``, ``ObservationWriter``), so a replay cannot
-drift from what a run would do:
+Each record goes back in at its own stage, through the same functions the pipeline's
+DoFns call (``normalize_event``, ``to_observations.convert``, ``ObservationWriter``), so a
+replay cannot drift from what a run would do, and no DoFn is driven by hand:
 
 * ``normalization`` / ``read`` -- the raw message (body, properties, system properties,
   ingestion time) through the whole chain: normalize, group, convert, write; a ``read``
@@ -31,12 +31,17 @@ import shlex
 import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from transforms.fhir.auth import AUTH_KINDS
+from transforms.fhir.identity import MODES as IDENTITY_MODES
+from transforms.records.dead_letter import (STAGE_FHIR_CONVERSION, STAGE_FHIR_WRITE, STAGE_GROUPING, STAGE_IDENTITY,
+                                           STAGE_NORMALIZATION, STAGE_READ, STAGES)
+
 log = logging.getLogger(__name__)
 
-MESSAGE_STAGES = ("read", "normalization")
-MEASUREMENT_STAGES = ("grouping", "fhir_conversion", "identity")
-WRITE_STAGES = ("fhir_write",)
-STAGES = MESSAGE_STAGES + MEASUREMENT_STAGES + WRITE_STAGES
+MESSAGE_STAGES = (STAGE_READ, STAGE_NORMALIZATION)
+MEASUREMENT_STAGES = (STAGE_GROUPING, STAGE_FHIR_CONVERSION, STAGE_IDENTITY)
+WRITE_STAGES = (STAGE_FHIR_WRITE,)
+assert MESSAGE_STAGES + MEASUREMENT_STAGES + WRITE_STAGES == STAGES  # every stage has its way back
 
 
 def dead_letter_glob(prefix: str, streaming: bool = False) -> str:
@@ -180,22 +185,23 @@ class Replayer:
     """Re-drives records through the pipeline's own steps; see the module docstring."""
 
     def __init__(self, device_text: str, fhir_text: str, identity_factory, writer):
-        from transforms.normalize import NormalizeDoFn
-        from transforms.to_observations import ToObservationsDoFn
+        from transforms.mapping.device_templates import load_device_mapping
+        from transforms.identities import OfflineIdentity
+        from transforms.mapping.fhir_templates import load_fhir_mapping
 
-        self.normalize = NormalizeDoFn(device_text)
-        self.normalize.setup()
-        self.convert = ToObservationsDoFn(fhir_text, identity_factory)
-        self.convert.setup()
+        self.device_mapping = load_device_mapping(device_text).ensure_valid()
+        self.fhir_mapping = load_fhir_mapping(fhir_text).ensure_valid()
+        self.identity = (identity_factory or OfflineIdentity)()
         self.writer = writer
 
     def replay(self, records: Iterable[Tuple[str, int, Optional[dict]]]) -> ReplayResult:
-        import apache_beam as beam
-        from transforms.dead_letter import observation_group_from_json
-        from transforms.device_event import DeviceEvent
+        from transforms.fhir.writer import WriteItem
         from transforms.group import group_key
         from transforms.mapping.measurement import Measurement
-        from transforms.fhir.writer import WriteItem
+        from transforms.normalize import normalize_event
+        from transforms.records.dead_letter import dead_letter, observation_group_from_json
+        from transforms.records.device_event import DeviceEvent
+        from transforms.to_observations import FAILED, WRITE, convert, group_dead_letter
 
         result = ReplayResult()
         origin: List[str] = []  # record index -> its stage
@@ -228,12 +234,13 @@ class Replayer:
                                         system_properties=payload.get("system_properties"),
                                         ingestion_time=payload.get("ingestion_time"),
                                         is_envelope=bool(payload.get("is_envelope")))
-                    for out in self.normalize.process(event):
-                        if isinstance(out, beam.pvalue.TaggedOutput):
-                            fail_again(index, out.value)
-                        else:
-                            m = out.value
-                            by_key[group_key(m)].append((m, index))
+                    try:
+                        measurements = normalize_event(self.device_mapping, event)
+                    except Exception as e:  # as the pipeline: the message is dead-lettered again
+                        fail_again(index, dead_letter(STAGE_NORMALIZATION, e, event.payload()))
+                        measurements = ()
+                    for m in measurements:
+                        by_key[group_key(m)].append((m, index))
                 elif stage in MEASUREMENT_STAGES:
                     for obj in payload:
                         m = Measurement.from_json(obj)
@@ -246,7 +253,6 @@ class Replayer:
                 else:
                     fail_again(index, record)  # a stage this version does not know: kept as it was
             except Exception as e:  # a record whose payload is not what its stage stores
-                from transforms.dead_letter import dead_letter
                 fail_again(index, dead_letter(stage or "read", e, payload, record.get("attributes")))
 
         for key, pairs in by_key.items():
@@ -254,12 +260,13 @@ class Replayer:
             for m, index in pairs:
                 sources[_key(m.to_json())].add(index)
             measurements = [m for m, _ in pairs]
-            for out in self.convert.process((key, measurements)):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    hit = set().union(*(sources.get(_key(obj), set()) for obj in out.value["payload"]))
-                    fail_again(None, out.value)
+            for kind, out in convert(self.fhir_mapping, self.identity, measurements):
+                if kind == FAILED:
+                    record = group_dead_letter(*out)
+                    hit = set().union(*(sources.get(_key(obj), set()) for obj in record["payload"]))
+                    fail_again(None, record)
                     failed.update(hit)
-                else:
+                elif kind == WRITE:
                     group = out.group
                     hit = {i for m, i in pairs if group is None or group.start <= m.occurrence_time <= group.end}
                     writes.append((out, hit or {i for _, i in pairs}))
@@ -271,7 +278,7 @@ class Replayer:
         return result
 
     def _write(self, writes, result, fail_again, failed) -> None:
-        from transforms.dead_letter import write_failure
+        from transforms.records.dead_letter import write_failure
         from transforms.fhir.writer import FAILED
 
         outcomes = self.writer.write([item for item, _ in writes])
@@ -323,9 +330,9 @@ def register(sub) -> None:
     r.add_argument("--device-mapping", required=True)
     r.add_argument("--fhir-mapping", required=True)
     r.add_argument("--fhir-url", required=True)
-    r.add_argument("--fhir-auth", default="none", choices=("none", "bearer", "azure", "google", "smart"),
+    r.add_argument("--fhir-auth", default="none", choices=AUTH_KINDS,
                    help="credentials come from the environment (see README)")
-    r.add_argument("--identity-mode", default="Create", choices=("Create", "Lookup", "LookupWithEncounter"))
+    r.add_argument("--identity-mode", default="Create", choices=IDENTITY_MODES)
     r.add_argument("--device-identifier-system", default="")
     r.add_argument("--stage", action="append", choices=STAGES, help="only records of this stage (repeatable)")
     r.add_argument("--error-type", action="append", help="only records of this error type (repeatable)")
@@ -338,11 +345,13 @@ def register(sub) -> None:
 
 
 def cmd_replay(args) -> int:
-    from pipelines import iomt_to_fhir, preflight
     from pipelines.launch_errors import LaunchError, check_http_url
-    from transforms.fhir.identity import IdentityService  # noqa: F401  (fail early if missing)
-    from transforms.mapping.fhir_templates import load_fhir_mapping
+    from pipelines.run import preflight
+    from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
+    from transforms.fhir.client_setup import FhirClientFactory
     from transforms.fhir.writer import MappingMerge, ObservationWriter
+    from transforms.identities import ServerIdentityFactory
+    from transforms.mapping.fhir_templates import load_fhir_mapping
 
     if len(args.dead_letter) > 2:
         raise LaunchError("--dead-letter: give the files to replay, and at most once more the new prefix")
@@ -353,11 +362,11 @@ def cmd_replay(args) -> int:
     if matched_by(pattern, new_prefix):
         raise LaunchError(f"the new dead-letter prefix {new_prefix} is matched by {pattern!r}: "
                           "choose one outside it")
-    device_text = iomt_to_fhir.read_mapping("--device-mapping", args.device_mapping)
-    fhir_text = iomt_to_fhir.read_mapping("--fhir-mapping", args.fhir_mapping)
+    device_text = read_mapping("--device-mapping", args.device_mapping)
+    fhir_text = read_mapping("--fhir-mapping", args.fhir_mapping)
     try:
-        iomt_to_fhir.check_mappings(device_text, fhir_text, args.device_mapping, args.fhir_mapping)
-    except iomt_to_fhir.InvalidMappings as e:
+        check_mappings(device_text, fhir_text, args.device_mapping, args.fhir_mapping)
+    except InvalidMappings as e:
         raise LaunchError(str(e)) from None
     check_http_url("--fhir-url", args.fhir_url)
     if not args.skip_preflight:
@@ -369,9 +378,8 @@ def cmd_replay(args) -> int:
                                 and (not types or r.get("error_type") in types)))
     if args.fhir_outage_seconds is not None and args.fhir_outage_seconds < 0:
         raise LaunchError("--fhir-outage-seconds must be at least 0")
-    client_factory = iomt_to_fhir.FhirClientFactory(args.fhir_url, args.fhir_auth, args.fhir_outage_seconds)
-    identity = iomt_to_fhir.ServerIdentityFactory(client_factory, args.identity_mode,
-                                                  args.device_identifier_system)
+    client_factory = FhirClientFactory(args.fhir_url, args.fhir_auth, args.fhir_outage_seconds)
+    identity = ServerIdentityFactory(client_factory, args.identity_mode, args.device_identifier_system)
     client = client_factory()
     writer = ObservationWriter(client, _MergeOrRefuse(MappingMerge(load_fhir_mapping(fhir_text))),
                                bundle_size=args.bundle_size, read_batch_size=max(args.bundle_size, 500))

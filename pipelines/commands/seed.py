@@ -2,15 +2,15 @@
 
 CLI glue only; the logic is ``transforms.fhir.seed``. Rows come from ``--devices FILE`` (CSV or
 JSON lines: device id, patient id, optional encounter id) or, with ``--from-simulator``, exactly
-the devices ``scripts/simulate_devices.py`` sends as (``pipelines.simulator``). Prints counts on
+the devices ``scripts/simulate_devices.py`` sends as (``pipelines.simulator.devices``). Prints counts on
 stderr, and one line per failed row (line number, error type, reason: never identifiers).
 Exit 0 when every row is seeded, 1 when some rows failed, 2 for usage or an unreadable file.
 """
 import argparse
 import sys
 
-EXIT_ROWS_FAILED = 1
-EXIT_USAGE = 2
+from pipelines.launch_errors import EXIT_FAILURES, EXIT_REFUSED
+from transforms.fhir.auth import AUTH_KINDS
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
     s.add_argument("--devices-count", type=int, default=None, metavar="N",
                    help="with --from-simulator: its --devices (default: the simulator's default)")
     s.add_argument("--fhir-url", required=True, help="FHIR R4 base URL")
-    s.add_argument("--fhir-auth", default="none", choices=("none", "bearer", "azure", "google", "smart"),
+    s.add_argument("--fhir-auth", default="none", choices=AUTH_KINDS,
                    help="credentials from the environment, as for 'run'")
     s.add_argument("--device-identifier-system", default="",
                    help="system of Device.identifier: the same value the pipeline runs with")
@@ -38,7 +38,7 @@ def _rows(args):
     from transforms.fhir.seed import read_rows, row_from_record
 
     if args.from_simulator:
-        from pipelines import simulator
+        from pipelines.simulator import devices as simulator
 
         devices = simulator.simulated_devices(args.devices_count) if args.devices_count is not None \
             else simulator.simulated_devices()
@@ -49,7 +49,7 @@ def _rows(args):
     except (OSError, UnicodeDecodeError) as e:
         print(f"iomt-fhir seed: error: cannot read {args.devices}: {getattr(e, 'strerror', None) or e}",
               file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(EXIT_REFUSED)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -59,16 +59,16 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
     if args.devices_count is not None and not args.from_simulator:
         print("iomt-fhir seed: error: --devices-count needs --from-simulator", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_REFUSED
     if args.devices_count is not None and args.devices_count < 1:
         print("iomt-fhir seed: error: --devices-count must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_REFUSED
     rows = _rows(args)
     try:
         client = FhirClient(args.fhir_url, auth_from_options(args.fhir_auth, args.fhir_url))
     except AuthError as e:  # names the missing variable, never its value
         print(f"iomt-fhir seed: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_REFUSED
     try:
         report = Seeder(client, args.device_identifier_system, relink=args.relink).seed(rows)
     finally:
@@ -76,4 +76,4 @@ def cmd_seed(args: argparse.Namespace) -> int:
     for line, error_type, message in report.errors:
         print(f"row {line}: {error_type}: {message}", file=sys.stderr)
     print(report.summary(), file=sys.stderr)
-    return EXIT_ROWS_FAILED if report.errors else 0
+    return EXIT_FAILURES if report.errors else 0
