@@ -35,7 +35,9 @@ setup(
     # playwright: drives Debian's Chromium in the mapping debugger's browser test (its own
     # browser download is not used; scripts/setup-chromium installs /usr/bin/chromium).
     # moto[server], gcp-storage-emulator: storage emulators the archive tests start on loopback.
-    extras_require={"test": ["pytest>=7", "confluent-kafka>=2.3", "playwright>=1.40",
+    # pytest-timeout: every test is bounded (pytest.ini's default, larger marks on heavy tests),
+    # so a hung emulator or job fails one test with a stack instead of stalling CI.
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.2", "confluent-kafka>=2.3", "playwright>=1.40",
                              "moto[server]>=5", "gcp-storage-emulator>=2024.8"],
                     "simulator": ["confluent-kafka>=2.3"]},
     entry_points={"console_scripts": ["iomt-fhir=pipelines.cli:main"]},

@@ -2,7 +2,8 @@
 
 ``vectors`` gives the iomt-fhir conformance vectors from ``../shared/conformance``
 (beside the repository); tests that need them skip with a reason when a user's clone
-does not have that folder. The vectors are never copied into the repo.
+does not have that folder, and fail under CI (``ci_fixtures.missing``). The vectors are
+never copied into the repo.
 """
 import json
 import os
@@ -10,18 +11,20 @@ import pathlib
 
 import pytest
 
+from ci_fixtures import missing
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VECTORS = pathlib.Path(os.environ.get(
     "IOMT_VECTORS", REPO.parent / "shared" / "conformance" / "iomt-fhir"))
 
 
 def vector_dir(name: str) -> pathlib.Path:
-    """Path of one vector folder, or skip the test when the vectors are absent."""
+    """Path of one vector folder; when absent, skip the test (fail it under CI)."""
     if not VECTORS.is_dir():
-        pytest.skip(f"conformance vectors not found at {VECTORS} (set IOMT_VECTORS)")
+        missing(f"conformance vectors not found at {VECTORS} (set IOMT_VECTORS)")
     matches = sorted(VECTORS.glob(name + "*"))
     if not matches:
-        pytest.skip(f"vector {name} not found under {VECTORS}")
+        missing(f"vector {name} not found under {VECTORS}")
     return matches[0]
 
 

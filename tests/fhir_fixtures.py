@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from ci_fixtures import missing
 from local_processes import free_port, wait_http_ready
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def fhir_base_url():
         yield external.rstrip("/")
         return
     if shutil.which("npm") is None and not (REPO / "scripts/fhir-server-js/node_modules/.bin/node").exists():
-        pytest.skip("Node.js/npm not installed: cannot run the local FHIR server")
+        missing("Node.js/npm not installed: cannot run the local FHIR server")
     subprocess.run([str(REPO / "scripts/setup-fhir-server")], check=True)
     port = free_port()
     log = open(os.devnull, "wb")

@@ -2,8 +2,8 @@
 
 ``pubsub_emulator`` (session): the Cloud SDK's Pub/Sub emulator (Java) started on a free
 loopback port, stopped at the end of the session (its whole process group: the launcher
-script starts a java child). Tests skip when the launcher is not installed (override its
-path with ``PUBSUB_EMULATOR_LAUNCHER``). The emulator keeps everything in memory and is
+script starts a java child). Tests skip when the launcher is not installed, and fail under
+CI (scripts/setup-pubsub-emulator installs it; override its path with ``PUBSUB_EMULATOR_LAUNCHER``). The emulator keeps everything in memory and is
 shared by the session, so tests create their own uniquely named topics and subscriptions.
 
 Client libraries reach it through ``PUBSUB_EMULATOR_HOST`` (``emulator.host``); tests set
@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import pytest
 
+from ci_fixtures import missing
 from local_processes import free_port, log_tail, stop_process_group, wait_http_ready
 
 LAUNCHER = pathlib.Path(os.environ.get(
@@ -37,8 +38,8 @@ class PubSubEmulator(NamedTuple):
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory):
     if not LAUNCHER.is_file() or not os.access(LAUNCHER, os.X_OK):
-        pytest.skip(f"Pub/Sub emulator not installed at {LAUNCHER} "
-                    "(gcloud component pubsub-emulator; or set PUBSUB_EMULATOR_LAUNCHER)")
+        missing(f"Pub/Sub emulator not installed at {LAUNCHER} (Debian package "
+                "google-cloud-cli-pubsub-emulator, scripts/setup-pubsub-emulator; or set PUBSUB_EMULATOR_LAUNCHER)")
     workdir = tmp_path_factory.mktemp("pubsub-emulator")
     log_path = workdir / "emulator.log"
     port = free_port()

@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 
+from ci_fixtures import need
 from pipelines.debugger import server as debugger_server
 from pipelines.debugger.examples import examples
 
@@ -23,21 +24,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 pytestmark = pytest.mark.browser
 
 
-def _need(ok: bool, reason: str) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (CI must run this test: scripts/setup installs it)")
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def page():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    _need(sync_playwright is not None, "Playwright for Python is not installed (pip install playwright)")
-    _need(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} not found (scripts/setup-chromium installs it)")
+    need(sync_playwright is not None, "Playwright for Python is not installed (pip install playwright)")
+    need(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} not found (scripts/setup-chromium installs it)")
     srv = debugger_server.make_server(port=0)
     debugger_server.serve_in_thread(srv)
     try:
@@ -76,6 +70,7 @@ def _cursor_line(page, selector: str) -> int:
         selector, "t => t.value.slice(0, t.selectionStart).split('\\n').length")
 
 
+@pytest.mark.timeout(180)  # ~8 s idle, with Chromium's start
 def test_type_an_error_see_it_at_its_line_fix_it_see_the_observation(page, tmp_path):
     heart = next(e for e in examples() if e["id"] == "heartrate")
     before = _runs(page)

@@ -108,6 +108,7 @@ def start_backfill(tmp_path, proxy, unique):
     return proc, log
 
 
+@pytest.mark.timeout(480)  # ~140 s idle: two 90 s outages ridden out
 def test_outage_of_90s_mid_backfill_and_mid_stream(tmp_path, fhir_base_url, channel, unique):
     t0 = time.monotonic()
     backfill_proxy, stream_proxy = FaultProxy(fhir_base_url).start(), FaultProxy(fhir_base_url).start()

@@ -60,6 +60,7 @@ def reading(obs: dict, device_of: dict) -> tuple:
     return (device_of.get(device, device), when, json.dumps(value, sort_keys=True), tuple(components), tuple(code))
 
 
+@pytest.mark.timeout(240)  # ~13 s idle, plus the emulator's start (up to 60 s)
 def test_simulated_stream_every_message_is_an_observation_or_a_dead_letter(
         channel, pubsub_emulator, fhir_base_url, unique, tmp_path):
     from google.cloud import pubsub_v1

@@ -44,6 +44,7 @@ def prism_options(*extra):
 
 
 @pytest.mark.fhir_server
+@pytest.mark.timeout(180)  # ~16 s idle: two runs on Prism
 def test_backfill_on_prism_matches_fnapi_and_a_replay_writes_nothing(tmp_path, fhir_base_url, unique, capsys):
     seconds = runner_e2e.check_backfill(["--runner=PrismRunner"], tmp_path, fhir_base_url, unique)
     with capsys.disabled():
