@@ -38,5 +38,7 @@ def vectors():
     return vector_dir
 
 # FHIR server / fault proxy fixtures (tests/fhir_fixtures.py) and the Pub/Sub emulator
-# (tests/pubsub_fixtures.py), the Kafka broker (tests/kafka_fixtures.py); tests/ is on sys.path (no __init__.py).
-pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "storage_fixtures", "kafka_fixtures"]
+# (tests/pubsub_fixtures.py), the Kafka broker (tests/kafka_fixtures.py), the stub Kafka expansion service
+# (tests/kafka_stub_fixtures.py); tests/ is on sys.path (no __init__.py).
+pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "storage_fixtures", "kafka_fixtures",
+                  "kafka_stub_fixtures"]

@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 import requests
 
 from pipelines.run import launch
-from test_pipeline import DEVICE, FHIR
+from pipeline_fixtures import DEVICE, FHIR
 
 RUN_TIMEOUT = 600
 

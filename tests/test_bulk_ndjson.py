@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from pipelines.run import launch
-from test_pipeline import msg, read_lines, write_inputs
+from pipeline_fixtures import msg, read_lines, write_inputs
 from transforms.mapping import identifiers
 
 

@@ -32,9 +32,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from fault_proxy import FaultProxy
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
-from test_pipeline import DEVICE, FHIR, read_lines
-from test_sources_pubsub import (DEVICE_E2E, RUNNER, Capture, body, captured, channel,  # noqa: F401 (fixture)
-                                 run_until)
+from pipeline_fixtures import DEVICE, FHIR, read_lines
+from pubsub_fixtures import DEVICE_E2E, RUNNER, Capture, body, captured, run_until
 
 pytestmark = [pytest.mark.fhir_server, pytest.mark.pubsub_emulator, pytest.mark.outage]
 

@@ -22,7 +22,8 @@ from apache_beam.runners.dataflow import dataflow_runner
 from conftest import REPO
 from pipelines.deploy import flex_template
 from pipelines.options import IomtFhirOptions
-from test_kafka_source import CONNECTION_STRING_ENV, KEY, SECRET, kafka_row, stub_kafka  # noqa: F401 (fixture)
+from kafka_stub_fixtures import KEY, SECRET, kafka_row
+from transforms.sources.kafka import CONNECTION_STRING_ENV
 
 METADATA = REPO / "deploy" / "dataflow" / "metadata.json"
 DOCKERFILE = REPO / "deploy" / "dataflow" / "Dockerfile"

@@ -9,7 +9,7 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from test_pipeline import DEVICE, FHIR
+from pipeline_fixtures import DEVICE, FHIR
 from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements, RegroupLate
 from transforms.mapping import timeutil

@@ -7,23 +7,16 @@ table costs about as much as two runs.
 import json
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
+from cli_fixtures import command
 from pipelines.launch_errors import check_http_url, LaunchError, safe_url, take_debug_flag
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = REPO / ".venv" / "bin" / "iomt-fhir"
 DM = REPO / "templates" / "devicecontent.json"
 FM = REPO / "templates" / "fhirmapping.json"
 SAMPLE = REPO / "templates" / "sample" / "messages.jsonl"
-
-
-def command():
-    if SCRIPT.exists():
-        return [str(SCRIPT)]
-    return [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())"]
 
 
 def start(args, env=None):

@@ -9,7 +9,10 @@ syntax tree, function bodies included:
 * ``transforms`` never imports ``pipelines`` (choices are passed down, never imported up);
 * the pure core (``transforms.mapping``, ``transforms.fhir``) imports no Beam;
 * no module over 600 lines (the JSONPath port excepted), at most 8 modules at the root of
-  ``pipelines/`` (the rest live in folders by job).
+  ``pipelines/`` (the rest live in folders by job);
+* no module under ``tests/`` imports a test module: shared helpers and fixtures live in
+  fixture modules (``*_fixtures.py``, ``conftest.py``), so one test file's edits and
+  collection never reach another's.
 """
 import ast
 import pathlib
@@ -152,3 +155,24 @@ def test_no_module_over_600_lines():
 def test_pipelines_root_holds_at_most_8_modules():
     root = sorted(p.name for p in (REPO / "pipelines").glob("*.py"))
     assert len(root) <= 8, root
+
+
+def _test_module_imports(path: pathlib.Path) -> List[str]:
+    """``path``'s imports of test modules (``test_*``), at any depth of its code."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    return found
+
+
+def test_the_checker_finds_a_test_module_imported_inside_a_function(tmp_path):
+    helper = tmp_path / "helper_fixtures.py"
+    helper.write_text("import json\n\ndef f():\n    from test_pipeline import FHIR\n")
+    assert _test_module_imports(helper) == ["helper_fixtures.py:4: test_pipeline"]
+
+
+def test_no_test_module_imports_another():
+    found = [hit for path in sorted((REPO / "tests").glob("*.py")) for hit in _test_module_imports(path)]
+    assert found == []

@@ -1,8 +1,6 @@
 """The assembled pipeline on Beam runners that work offline: FnApiRunner (batch),
 BundleBasedDirectRunner with --streaming (TestStream), and against the real local FHIR
 server. Data is written here; runners are always named explicitly."""
-import json
-
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
@@ -18,37 +16,7 @@ from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements
 from transforms.normalize import Normalize
 from transforms.to_observations import ToObservations
-
-DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
-    "templateType": "CalculatedContent", "template": {
-        "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
-        "deviceIdExpression": "$.matchedToken.dev", "patientIdExpression": "$.matchedToken.pat",
-        "timestampExpression": "$.matchedToken.at",
-        "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
-FHIR = json.dumps({"templateType": "CollectionFhir", "template": [{
-    "templateType": "CodeValueFhir", "template": {
-        "typeName": "heartrate", "periodInterval": 60,
-        "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
-        "value": {"valueType": "SampledData", "valueName": "hr", "defaultPeriod": 600000, "unit": "bpm"}}}]})
-
-
-def msg(minute, hr, dev="d1"):
-    return json.dumps({"hr": hr, "dev": dev, "pat": "p-" + dev, "at": f"2026-03-01T10:{minute:02d}:00Z"})
-
-
-LINES = [msg(0, 60), msg(12, 61), msg(25, 62), "{broken", msg(55, 65), msg(5, 70, "d2"),
-         json.dumps({"hr": 1, "dev": "d1", "at": "never"})]
-
-
-def write_inputs(tmp_path, lines=LINES):
-    for name, text in (("dm.json", DEVICE), ("fm.json", FHIR)):
-        (tmp_path / name).write_text(text)
-    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n\n")
-    return tmp_path
-
-
-def read_lines(path):
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+from pipeline_fixtures import DEVICE, FHIR, msg, read_lines, write_inputs
 
 
 def test_batch_files_one_observation_per_id_and_dead_letters(tmp_path):

@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
+from cli_fixtures import command
+from conftest import REPO
 from pipelines.run.preflight import PreflightFailed, check_fhir, check_input_pattern
-from test_launch_errors import command, REPO
 
 
 def closed_port() -> int:

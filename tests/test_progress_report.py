@@ -4,7 +4,7 @@ import json
 
 from pipelines.run import launch
 from pipelines.run import progress as progress_report
-from test_pipeline import read_lines, write_inputs
+from pipeline_fixtures import read_lines, write_inputs
 from transforms import metrics as progress
 
 

@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import REPO
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
-from test_sources_pubsub import RUNNER, WAKE, Capture, captured, channel, run_until  # noqa: F401 (fixture)
+from pubsub_fixtures import RUNNER, WAKE, Capture, captured, run_until
 from transforms.mapping import identifiers
 from transforms.mapping.device_templates import load_device_mapping
 from transforms.mapping.fhir_templates import load_fhir_mapping

@@ -4,7 +4,7 @@ import pytest
 
 from pipelines.run import launch
 from pipelines.run.summary import from_counters
-from test_pipeline import read_lines, write_inputs
+from pipeline_fixtures import read_lines, write_inputs
 
 
 def test_data_errors_alone_exit_0_infrastructure_failures_exit_1():

@@ -19,7 +19,7 @@ from apache_beam.transforms.window import TimestampedValue
 from pipelines.run import java_artifacts
 from pipelines.run.runners import fill_cached_runner_artifacts
 import runner_e2e
-from test_pipeline import DEVICE, FHIR, msg
+from pipeline_fixtures import DEVICE, FHIR, msg
 from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements
 from transforms.normalize import Normalize

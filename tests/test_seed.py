@@ -13,9 +13,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import cli
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
-from test_pipeline import FHIR
-from test_sources_pubsub import DEVICE_E2E, RUNNER, Capture, captured, channel, run_until  # noqa: F401
-from test_sources_pubsub import body as pubsub_body
+from pipeline_fixtures import FHIR
+from pubsub_fixtures import DEVICE_E2E, RUNNER, Capture, captured, run_until
+from pubsub_fixtures import body as pubsub_body
 from transforms.fhir.client import FhirClient
 from transforms.fhir.seed import DeviceRow, Seeder, read_rows
 

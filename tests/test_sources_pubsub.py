@@ -1,19 +1,13 @@
 """``ReadDeviceEvents(pubsub_subscription=...)`` on Google's real Pub/Sub emulator, run by
 BundleBasedDirectRunner --streaming (the runner Beam's Pub/Sub read supports offline).
 
-A streaming Pub/Sub pipeline never ends by itself: each test starts it with ``p.run()``,
-polls (bounded) until the expected outputs are there, then cancels it. The DirectRunner
-reads Pub/Sub with one blocking pull (30 s deadline; the emulator holds an empty pull
-that long) on its single worker thread, which runs nothing else meanwhile (no downstream
-bundle, no timer, no cancel): so ``_pump`` publishes small "wake" messages while it waits.
-Wake messages (``{}``) match no template and are left out of the checks.
+Each test runs its streaming pipeline with ``run_until`` on a ``channel`` (tests/pubsub_fixtures.py),
+which wakes the runner's blocking pull with small "wake" messages; those match no template
+and are left out of the checks.
 """
-import collections
 import datetime as dt
 import json
 import re
-import threading
-import time
 import uuid
 
 import apache_beam as beam
@@ -23,7 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
-from test_pipeline import FHIR  # the same heart-rate SampledData mapping
+from pipeline_fixtures import FHIR  # the same heart-rate SampledData mapping
+from pubsub_fixtures import DEVICE_E2E, RUNNER, WAKE, Capture, body, captured, run_until
 from transforms.records.dead_letter import STAGE_NORMALIZATION
 from transforms.records.device_event import DeviceEvent
 from transforms.mapping import timeutil
@@ -31,12 +26,6 @@ from transforms.normalize import Normalize
 from transforms.sources.device_events import ReadDeviceEvents
 
 pytestmark = pytest.mark.pubsub_emulator
-
-RUNNER = ["--runner=BundleBasedDirectRunner", "--streaming"]
-RESULTS_TIMEOUT = 30.0  # seconds to wait for a pipeline's expected outputs
-STOP_TIMEOUT = 45.0  # cancel waits for the runner's pull (30 s deadline) at worst
-ADMIN_TIMEOUT = 10.0  # every emulator call
-WAKE = "iomt-test-wake"
 
 # Templates see Pub/Sub attributes as Properties and message id / publish time as SystemProperties.
 DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
@@ -46,96 +35,7 @@ DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
         "correlationIdExpression": "$.SystemProperties.message_id",
         "timestampExpression": "$.matchedToken.at",
         "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
-DEVICE_E2E = json.dumps({"templateType": "CollectionContent", "template": [{
-    "templateType": "CalculatedContent", "template": {
-        "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
-        "deviceIdExpression": "$.matchedToken.dev", "patientIdExpression": "$.Properties.patient",
-        "timestampExpression": "$.matchedToken.at",
-        "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def body(at, hr, dev):
-    return json.dumps({"hr": hr, "dev": dev, "at": at}).encode()
-
-
-# Outputs captured from the runner's worker thread (same process), per test run.
-_CAPTURED = collections.defaultdict(list)
-_LOCK = threading.Lock()
-
-
-class Capture(beam.DoFn):
-    def __init__(self, key):
-        self._key = key
-
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        with _LOCK:
-            _CAPTURED[self._key].append((element, timestamp))
-
-
-def captured(key):
-    with _LOCK:
-        return list(_CAPTURED[key])
-
-
-class Channel:
-    """A fresh topic and subscription on the emulator."""
-
-    def __init__(self, project, name):
-        from google.cloud import pubsub_v1
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(project, "devices-" + name)
-        self.subscription = self.subscriber.subscription_path(project, "iomt-" + name)
-        self.publisher.create_topic(name=self.topic, timeout=ADMIN_TIMEOUT)
-        self.subscriber.create_subscription(name=self.subscription, topic=self.topic, timeout=ADMIN_TIMEOUT)
-
-    def publish(self, data: bytes, **attributes) -> str:
-        return self.publisher.publish(self.topic, data, **attributes).result(timeout=ADMIN_TIMEOUT)
-
-    def wake(self):
-        self.publish(b"{}", **{WAKE: "1"})
-
-    def close(self):
-        try:
-            self.subscriber.delete_subscription(subscription=self.subscription, timeout=ADMIN_TIMEOUT)
-            self.publisher.delete_topic(topic=self.topic, timeout=ADMIN_TIMEOUT)
-        finally:
-            self.subscriber.close()
-            self.publisher.stop()
-
-
-@pytest.fixture
-def channel(pubsub_emulator, monkeypatch):
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
-    ch = Channel(pubsub_emulator.project, uuid.uuid4().hex[:12])
-    try:
-        yield ch
-    finally:
-        ch.close()
-
-
-def run_until(p, ch, done, timeout=RESULTS_TIMEOUT):
-    """Run the streaming pipeline until ``done()`` (bounded), then stop it; returns the result."""
-    result = p.run()
-    try:
-        _pump(ch, done, timeout)
-    finally:
-        canceller = threading.Thread(target=result.cancel, name="cancel-pipeline", daemon=True)
-        canceller.start()
-        _pump(ch, lambda: not canceller.is_alive(), STOP_TIMEOUT)
-        assert not canceller.is_alive(), f"pipeline did not stop within {STOP_TIMEOUT}s"
-    return result
-
-
-def _pump(ch, done, timeout):
-    """Wait until ``done()`` or ``timeout``, waking the runner's blocking pull every 0.2 s: its single
-    worker thread fires timers (early firings), runs downstream bundles and sees a cancel only
-    between pulls."""
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:
-        ch.wake()
-        time.sleep(0.2)
 
 
 def not_wake(items):
