@@ -42,3 +42,19 @@ def vectors():
 # (tests/kafka_stub_fixtures.py); tests/ is on sys.path (no __init__.py).
 pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "storage_fixtures", "kafka_fixtures",
                   "kafka_stub_fixtures"]
+
+# Heavy tests without their own @pytest.mark.timeout get a bound by kind instead of pytest.ini's
+# 120 s default (~3x their time on an idle 2-core machine: a Kafka e2e on Flink takes up to
+# ~150 s, the broker's start ~30 s). An explicit mark on a test always wins; first match applies.
+TIMEOUT_BY_MARKERS = ((("kafka_broker", "flink"), 600), (("outage",), 480), (("flink",), 300),
+                      (("kafka_broker",), 240))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for markers, seconds in TIMEOUT_BY_MARKERS:
+            if all(item.get_closest_marker(m) is not None for m in markers):
+                item.add_marker(pytest.mark.timeout(seconds))
+                break

@@ -39,3 +39,26 @@ def test_every_test_is_bounded(request):
     # pytest.ini's default applies to every test without a larger @pytest.mark.timeout
     assert request.config.pluginmanager.hasplugin("timeout")
     assert 0 < float(request.config.getini("timeout")) <= 300
+
+
+class _Item:
+    """Just what conftest's timeout rule reads of a collected test."""
+
+    def __init__(self, *markers):
+        self.marks = {m.name: m for m in markers}
+
+    def get_closest_marker(self, name):
+        return self.marks.get(name)
+
+    def add_marker(self, mark):
+        self.marks[mark.name] = mark.mark
+
+
+def test_heavy_tests_without_a_mark_are_bounded_by_kind():
+    kafka_e2e = _Item(pytest.mark.kafka_broker.mark, pytest.mark.flink.mark)
+    flink = _Item(pytest.mark.flink.mark)
+    marked = _Item(pytest.mark.flink.mark, pytest.mark.timeout(42).mark)
+    plain = _Item()
+    conftest.pytest_collection_modifyitems(None, [kafka_e2e, flink, marked, plain])
+    assert [i.get_closest_marker("timeout") and i.get_closest_marker("timeout").args
+            for i in (kafka_e2e, flink, marked, plain)] == [(600,), (300,), (42,), None]
