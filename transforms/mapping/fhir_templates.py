@@ -16,9 +16,10 @@ import os
 import pathlib
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from transforms.mapping import template_json, timeutil
+from transforms.mapping import profiles as vital_profiles, template_json, timeutil
+from transforms.mapping.decimal_text import parse_quantity_value
 from transforms.mapping.errors import (FhirDataMappingException, InvalidQuantityFhirValueException,
                                        InvalidTemplateException, TemplateNotFoundException)
 from transforms.mapping.grouping import (MeasurementGroup, ObservationGroup, measurement_groups,
@@ -119,11 +120,12 @@ class CodeValueTemplate:
     """One ``CodeValueFhir`` template with everything data-independent precomputed."""
 
     __slots__ = ("type_name", "period_interval", "codings", "categories", "value",
-                 "components", "line", "value_names")
+                 "components", "line", "value_names", "profiles")
 
     def __init__(self, type_name: str, period_interval: int, codings: Sequence[dict],
                  categories: Optional[Sequence[dict]], value: Optional[ValueTemplate],
-                 components: Sequence[ComponentTemplate], line: int = 0):
+                 components: Sequence[ComponentTemplate], line: int = 0,
+                 profiles: Sequence[str] = ()):
         self.type_name = type_name
         self.period_interval = period_interval
         self.codings = tuple(codings)
@@ -131,6 +133,7 @@ class CodeValueTemplate:
         self.value = value
         self.components = tuple(components)
         self.line = line
+        self.profiles = tuple(profiles)  # our extension: meta.profile (transforms.mapping.profiles)
         names = set()
         if value is not None and value.value_name:
             names.add(value.value_name)
@@ -315,6 +318,7 @@ def _load_template(doc: JsonDoc, node: dict, errors: List[TemplateError]) -> Opt
     category_raw = so.get("category", as_list)
     value_raw = so.get("value", as_object)
     components_raw = so.get("components", as_list)
+    profiles = so.get("profiles", vital_profiles.as_profiles, default=())
     so.finish()
 
     codings = _load_codes(doc, codes_raw or [], errors)
@@ -339,7 +343,9 @@ def _load_template(doc: JsonDoc, node: dict, errors: List[TemplateError]) -> Opt
         errors.append(TemplateError("Empty type name is not allowed", line, pos))
     if len(errors) != before:
         return None
-    return CodeValueTemplate(type_name, period, codings, categories, value, components, line)
+    t = CodeValueTemplate(type_name, period, codings, categories, value, components, line, profiles)
+    errors.extend(TemplateError(m, line, pos) for m in vital_profiles.problems(t))
+    return None if len(errors) != before else t
 
 
 def _load_codes(doc: JsonDoc, raw: list, errors: List[TemplateError]) -> List[dict]:
@@ -474,49 +480,6 @@ def _orig_key(node: dict, name: str) -> str:
 
 
 # --- Observation building ------------------------------------------------------------------
-_NUMBER_RE = re.compile(
-    r"^[ \t\n\v\f\r]*(?P<lead>[+-])?(?P<int>[0-9][0-9,]*)?(?:\.(?P<frac>[0-9]*))?"
-    r"(?P<trail>[+-])?[ \t\n\v\f\r]*$")
-_DECIMAL_MAX = Decimal("79228162514264337593543950335")
-
-
-def parse_quantity_value(text: str) -> Union[int, float]:
-    """``decimal.Parse(text, InvariantCulture)`` (NumberStyles.Number) -> a JSON number.
-
-    Accepts leading/trailing white space, a leading OR trailing sign, ``,`` group
-    separators in the integer part (after the first digit) and one ``.``; no
-    exponent, no currency, no parentheses. Raises ``ValueError`` otherwise or on
-    overflow of .NET ``decimal``.
-
-    Representation choice: an ``int`` when the text has no fractional digits
-    (``"78"``, ``"1,000"``, ``"5."``), so it serializes exactly as the reference's
-    decimal does; otherwise a ``float``, which ``json.dumps`` renders with the
-    written digits for ordinary readings (``"78.5"`` -> 78.5, ``"78.0"`` -> 78.0).
-    Only trailing zeros beyond the first fractional digit (``"78.50"`` -> 78.5)
-    and digits beyond float precision (>15-17 significant) are not preserved; the
-    numeric value in FHIR terms is the same. Using ``float`` keeps the Observation
-    a plain JSON-serializable dict (``Decimal`` is not).
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"not a string: {text!r}")
-    m = _NUMBER_RE.match(text)
-    if m is None or (m.group("lead") and m.group("trail")):
-        raise ValueError(f"invalid decimal: {text!r}")
-    int_part = (m.group("int") or "").replace(",", "")
-    frac = m.group("frac") or ""
-    if not int_part and not frac:
-        raise ValueError(f"invalid decimal: {text!r}")
-    negative = (m.group("lead") or m.group("trail")) == "-"
-    d = Decimal(f"{int_part or '0'}.{frac or '0'}")
-    if d > _DECIMAL_MAX:
-        raise ValueError(f"value too large for decimal: {text!r}")
-    if negative:
-        d = -d
-    if not frac:
-        return int(d)
-    return float(d)
-
-
 def _quantity(vt: ValueTemplate, values: Sequence[Tuple[int, str]]) -> dict:
     if len(values) != 1:
         raise InvalidQuantityFhirValueException(f"Expected 1 value. Received {len(values)}.")
@@ -580,10 +543,15 @@ def build_observation(template: CodeValueTemplate, group: ObservationGroup, ids:
     }
     if template.categories:
         obs["category"] = template.category_list()
+    vital_profiles.require_subject(template, ids.patient)
+    vital_profiles.with_meta_profile(template, obs)
     if ids.patient:
         obs["subject"] = {"reference": f"Patient/{ids.patient}"}
-    obs["effectivePeriod"] = {"start": timeutil.format_o(group.start),
-                              "end": timeutil.format_o(group.end)}
+    if vital_profiles.instant(template, group.start, group.end):
+        obs["effectiveDateTime"] = timeutil.format_o(group.start)
+    else:
+        obs["effectivePeriod"] = {"start": timeutil.format_o(group.start),
+                                  "end": timeutil.format_o(group.end)}
     obs["issued"] = format_issued(issued_ticks)
     if ids.device:
         obs["device"] = {"reference": f"Device/{ids.device}"}

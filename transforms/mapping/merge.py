@@ -35,7 +35,7 @@ reference by default; ``new_value_wins=True`` gives the vectors' behaviour.
 import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from transforms.mapping import timeutil
+from transforms.mapping import profiles, timeutil
 from transforms.mapping.errors import NotSupportedException
 from transforms.mapping.fhir_templates import CodeValueTemplate, ValueTemplate, create_value
 from transforms.mapping.grouping import ObservationGroup
@@ -193,9 +193,14 @@ def merge_observation(template: CodeValueTemplate, group: ObservationGroup, exis
 
     start = min(obs_period[0], group.start)
     end = max(obs_period[1], group.end)
-    period = {"start": timeutil.format_o(start), "end": timeutil.format_o(end)}
-    merged = _put(merged, "effectivePeriod", period, after=("subject", "code"),
-                  replace=("effectiveDateTime", "effectiveInstant", "effectiveTiming"))
+    if profiles.instant(template, start, end):  # a profiled reading keeps its dateTime
+        merged = _put(merged, "effectiveDateTime", timeutil.format_o(start), after=("subject", "code"),
+                      replace=("effectivePeriod", "effectiveInstant", "effectiveTiming"))
+    else:
+        period = {"start": timeutil.format_o(start), "end": timeutil.format_o(end)}
+        merged = _put(merged, "effectivePeriod", period, after=("subject", "code"),
+                      replace=("effectiveDateTime", "effectiveInstant", "effectiveTiming"))
+    profiles.with_meta_profile(template, merged)
 
     # The reference's AmendIfChanged: compare first, mark ``amended`` only on a real change,
     # so replaying data already written is a no-op (ObservationNoOperation).
