@@ -9,7 +9,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
     # The mapping debugger's page and examples, so an installed package serves them.
-    package_data={"pipelines.debugger": ["static/*", "examples/*"]},
+    # The template packs (iomt-fhir templates, the debugger's menu) likewise.
+    package_data={"pipelines.debugger": ["static/*", "examples/*"], "pipelines.packs": ["*/*"]},
     install_requires=[
         "apache-beam[gcp]==2.62.0",
         # aws/azure: Beam's s3:// and azfs:// filesystems, where device archives live

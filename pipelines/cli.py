@@ -39,6 +39,7 @@ COMMANDS = (
     "pipelines.commands.seed:register",               # seed (Patients/Devices for --identity-mode Lookup)
     "pipelines.debugger.server:register",        # debugger (mapping debugger in the browser)
     "pipelines.commands.replay:register",                 # replay
+    "pipelines.commands.templates:register",              # templates list|show|export (template packs)
 )
 
 #: commands that parse their own argv (filled by ``add_passthrough``)

@@ -84,7 +84,7 @@ def _open_errors(path: Optional[str]) -> IO[str]:
 def cmd_validate(args) -> int:
     from transforms.mapping.validation import validate
 
-    problems = validate(args.device_mapping, args.fhir_mapping)
+    problems = validate(args.device_mapping, args.fhir_mapping, medtech=args.medtech)
     for p in problems:
         print(str(p), file=sys.stderr)
     if problems:
@@ -157,6 +157,8 @@ def register_mapping_commands(sub) -> None:
     v = sub.add_parser("validate", help="check mappings; exit 2 with one line per problem")
     v.add_argument("--device-mapping", required=True)
     v.add_argument("--fhir-mapping")
+    v.add_argument("--medtech", action="store_true",
+                   help="also warn about our extensions MedTech does not load (the 'profiles' field)")
     v.set_defaults(func=cmd_validate)
 
     n = sub.add_parser("normalize", help="device messages (JSON lines) -> measurements")

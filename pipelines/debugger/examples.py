@@ -1,4 +1,4 @@
-"""The debugger's example picker, built from the repository's ``templates/``.
+"""The debugger's example picker, built from the repository's ``templates/`` and the template packs.
 
 Why derived and not hand-written: the package ships copies of ``templates/``
 (``examples/``, checked equal by the tests) and every picker entry is cut from them
@@ -71,4 +71,15 @@ def examples() -> List[Dict[str, str]]:
     out.append({"id": "sample", "label": f"Whole sample ({len([l for l in lines if l.strip()])} messages)",
                 "deviceMapping": device_text, "fhirMapping": fhir_text, "messages": sample,
                 "inputFormat": "body"})
-    return out
+    return out + pack_examples()
+
+
+def pack_examples() -> List[Dict[str, str]]:
+    """One entry per template pack (``iomt-fhir templates``): its mappings and sample messages."""
+    from pipelines import packs
+
+    return [{"id": f"pack-{name}", "label": f"Template pack {name}: {packs.summary(name)[0]}",
+             "deviceMapping": packs.read(name, "devicecontent.json"),
+             "fhirMapping": packs.read(name, "fhirmapping.json"),
+             "messages": packs.read(name, "messages.jsonl"), "inputFormat": "body"}
+            for name in packs.PACKS]

@@ -139,22 +139,39 @@ def _in_file_order(errors: List[TemplateError]) -> List[TemplateError]:
     return sorted(located, key=lambda e: (e.line == 0, e.line, e.position))
 
 
-def problems_of(device: DeviceMapping, fhir: Optional[Any] = None) -> List[Tuple[str, TemplateError]]:
+def medtech_warnings(fhir: Any) -> List[TemplateError]:
+    """Our extensions in a loaded FHIR mapping, which MedTech / iomt-fhir refuse to load.
+
+    Only the ``profiles`` field of CodeValueFhir (``transforms.mapping.profiles``): the
+    reference rejects unknown template fields, so such a mapping does not load there.
+    """
+    return [TemplateError(
+        f"Fhir Template [{t.type_name}] uses 'profiles', an iomt-fhir-beam extension: MedTech and "
+        "iomt-fhir reject unknown template fields (remove it there, or export a pack with --medtech).",
+        t.line, 0, "warning") for t in fhir.templates() if t.profiles]
+
+
+def problems_of(device: DeviceMapping, fhir: Optional[Any] = None,
+                medtech: bool = False) -> List[Tuple[str, TemplateError]]:
     """``(DEVICE | FHIR, located error)`` for loaded mappings: what ``validate`` reports.
 
     Shared by ``iomt-fhir validate`` (files) and the browser debugger (editor texts).
+    ``medtech``: also warn about our extensions (for mappings that must stay MedTech-compatible).
     """
     out = [(DEVICE, e) for e in _in_file_order(device.errors)]
     if fhir is not None:
         out += [(FHIR, e) for e in _in_file_order(fhir.errors)]
+        if medtech:
+            out += [(FHIR, e) for e in medtech_warnings(fhir)]
         if device.valid and fhir.valid:
             out += [(side, _located(e)) for side, e in cross_check_by_side(device, fhir)]
     return out
 
 
-def validate(device_path: str, fhir_path: Optional[str] = None) -> List[Problem]:
+def validate(device_path: str, fhir_path: Optional[str] = None,
+             medtech: bool = False) -> List[Problem]:
     """Every problem of the device mapping and (if given) the FHIR mapping and their fit."""
     device = load_device(device_path)
     fhir = load_fhir(fhir_path) if fhir_path is not None else None
     files = {DEVICE: device_path, FHIR: fhir_path}
-    return [Problem(files[side], e) for side, e in problems_of(device, fhir)]
+    return [Problem(files[side], e) for side, e in problems_of(device, fhir, medtech)]
