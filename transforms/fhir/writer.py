@@ -211,8 +211,7 @@ class ObservationWriter:
                     outcomes[n] = WriteOutcome(items[n], UNCHANGED, None, existing)
                 continue
             version = ((existing or {}).get("meta") or {}).get("versionId")
-            resource = dict(state)
-            resource.pop("meta", None)
+            resource = _without_meta(state)
             plans.append(_Plan(rid, its, resource, version, UPDATED if existing else CREATED))
         return plans
 
@@ -327,7 +326,15 @@ def _status(result) -> Optional[int]:
     return getattr(result, "status", None)
 
 
+#: ``meta`` elements the server owns; the rest (``profile`` from a template's ``profiles``,
+#: tags) is the Observation's own and is sent with it.
+SERVER_META = ("versionId", "lastUpdated", "source")
+
+
 def _without_meta(resource: dict) -> dict:
+    """``resource`` without the server's ``meta`` elements (what a write sends)."""
     out = dict(resource)
-    out.pop("meta", None)
+    meta = {k: v for k, v in (out.pop("meta", None) or {}).items() if k not in SERVER_META}
+    if meta:
+        out["meta"] = meta
     return out
