@@ -12,10 +12,11 @@ import pytest
 
 from pipelines import packs
 from profile_validator import errors, validate
-from test_template_packs import pack_observations
+from pack_fixtures import pack_observations
 from transforms.mapping.identifiers import compute_hash_for_identifier
 
-UCUM = "http://unitsofmeasure.org"
+# the JVM run: ~10-30 s; up to 140 s was seen on this 2-core box under a load average of 15
+pytestmark = pytest.mark.timeout(300)
 
 
 def _without(key):

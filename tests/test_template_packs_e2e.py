@@ -1,6 +1,6 @@
 """Each template pack end to end into the local FHIR server: exported with ``iomt-fhir templates
 export``, run with ``iomt-fhir run`` (FnApiRunner, Create mode) on its sample messages, then run
-again. The server must hold exactly the expected Observations (test_template_packs.EXPECTED),
+again. The server must hold exactly the expected Observations (pack_fixtures.EXPECTED),
 with their profiles, and the second run must write nothing (the merge keeps the profiled
 Observation as it is)."""
 import json
@@ -10,7 +10,7 @@ import requests
 
 from pipelines import cli, packs
 from pipelines.run import launch
-from test_template_packs import EXPECTED
+from pack_fixtures import EXPECTED
 from transforms.mapping.identifiers import compute_hash_for_identifier
 
 
