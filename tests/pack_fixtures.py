@@ -85,14 +85,32 @@ PROFILE = {"heartrate": "heartrate", BP: "bp", "bodyweight": "bodyweight", "body
            "oxygensaturation": "oxygensat", "respiratoryrate": "resprate"}
 
 
-def pack_observations(name, messages=None):
+# further sample files: (pack, file) -> (input format, expected rows as in EXPECTED)
+EXPECTED_EXTRA = {
+    ("iot-central", "messages-iothub.jsonl"): ("envelope", [
+        ("heartrate", "hub-patient-1", "monitor-17", "2026-03-02T12:05:00", (71, "/min")),
+        ("respiratoryrate", "hub-patient-1", "monitor-17", "2026-03-02T12:05:00", (15, "/min")),
+        ("bodytemperature", "hub-patient-1", "monitor-17", "2026-03-02T12:05:00", (37.1, "Cel")),
+        ("oxygensaturation", "hub-patient-1", "monitor-17", "2026-03-02T12:06:00", (96, "%")),
+        (BP, "hub-patient-1", "monitor-17", "2026-03-02T12:06:00", (("systolic", 131), ("diastolic", 84))),
+    ]),
+}
+
+
+def samples():
+    """Every (pack, sample file, input format, expected rows)."""
+    out = [(name, "messages.jsonl", "body", EXPECTED[name]) for name in packs.PACKS]
+    return out + [(name, f, fmt, rows) for (name, f), (fmt, rows) in EXPECTED_EXTRA.items()]
+
+
+def pack_observations(name, messages=None, input_format="body"):
     """(Observations, failures) of a pack's samples through the same core as normalize/transform."""
     device = load_device_mapping(packs.read(name, "devicecontent.json"))
     fhir = load_fhir_mapping(packs.read(name, "fhirmapping.json"))
     assert device.valid and fhir.valid, (device.errors, fhir.errors)
     text = packs.read(name, "messages.jsonl") if messages is None else messages
     numbered, failures = [], []
-    for line, measurements, exc in normalize_lines(device, numbered_lines(text.split("\n"))):
+    for line, measurements, exc in normalize_lines(device, numbered_lines(text.split("\n")), input_format):
         if exc is not None:
             failures.append((line, exc))
             continue

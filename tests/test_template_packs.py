@@ -4,17 +4,17 @@ import json
 
 import pytest
 
-from pack_fixtures import BP, EXPECTED, LOINC, PROFILE, pack_observations, summary
+from pack_fixtures import BP, EXPECTED, LOINC, PROFILE, pack_observations, samples, summary
 from pipelines import cli, packs
 from pipelines.debugger.examples import examples
 from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.profiles import BASE
 
-@pytest.mark.parametrize("name", packs.PACKS)
-def test_pack_samples_become_the_expected_observations(name):
-    observations, failures = pack_observations(name)
+@pytest.mark.parametrize("name, sample, input_format, expected", samples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_pack_samples_become_the_expected_observations(name, sample, input_format, expected):
+    observations, failures = pack_observations(name, packs.read(name, sample), input_format)
     assert failures == []
-    assert sorted(map(summary, observations), key=repr) == sorted(EXPECTED[name], key=repr)
+    assert sorted(map(summary, observations), key=repr) == sorted(expected, key=repr)
     for obs in observations:
         type_name = obs["code"]["text"]
         codes = [(c["system"], c["code"]) for c in obs["code"]["coding"]]
@@ -29,6 +29,12 @@ def test_pack_samples_become_the_expected_observations(name):
             assert all(q["system"] == "http://unitsofmeasure.org" for q in quantities)
         else:
             assert "meta" not in obs and "effectivePeriod" in obs
+
+
+def test_iot_hub_time_is_the_creation_time_else_the_enqueued_time():
+    observations, _ = pack_observations("iot-central", packs.read("iot-central", "messages-iothub.jsonl"), "envelope")
+    assert sorted({o["effectiveDateTime"] for o in observations}) == [
+        "2026-03-02T12:05:00.2500000Z", "2026-03-02T12:06:00.4000000Z"]
 
 
 def test_every_listed_vital_sign_of_the_issue_is_covered_by_openmhealth():
@@ -61,6 +67,8 @@ def test_templates_list_show_and_export(tmp_path, capsys):
     assert cli.main(["templates", "export", "fitbit", str(tmp_path / "fb")]) == 0
     for f in packs.FILES:
         assert (tmp_path / "fb" / f).read_text() == packs.read("fitbit", f)
+    assert cli.main(["templates", "export", "iot-central", str(tmp_path / "ic")]) == 0
+    assert sorted(p.name for p in (tmp_path / "ic").iterdir()) == sorted(packs.FILES + ("messages-iothub.jsonl",))
     assert cli.main(["templates", "export", "fitbit", str(tmp_path / "fb")]) == 2  # no silent overwrite
     assert "--force" in capsys.readouterr().err
     assert cli.main(["templates", "show", "no-such-pack"]) == 2
@@ -93,4 +101,6 @@ def test_the_debugger_menu_offers_every_pack():
     for name in packs.PACKS:
         e = offered[f"pack-{name}"]
         assert e["deviceMapping"] == packs.read(name, "devicecontent.json")
-        assert e["messages"] == packs.read(name, "messages.jsonl")
+        assert e["messages"] == packs.read(name, "messages.jsonl") and e["inputFormat"] == "body"
+    hub = offered["pack-iot-central-messages-iothub"]
+    assert hub["inputFormat"] == "envelope" and hub["messages"] == packs.read("iot-central", "messages-iothub.jsonl")

@@ -78,8 +78,15 @@ def pack_examples() -> List[Dict[str, str]]:
     """One entry per template pack (``iomt-fhir templates``): its mappings and sample messages."""
     from pipelines import packs
 
-    return [{"id": f"pack-{name}", "label": f"Template pack {name}: {packs.summary(name)[0]}",
-             "deviceMapping": packs.read(name, "devicecontent.json"),
-             "fhirMapping": packs.read(name, "fhirmapping.json"),
-             "messages": packs.read(name, "messages.jsonl"), "inputFormat": "body"}
-            for name in packs.PACKS]
+    out = []
+    for name in packs.PACKS:
+        samples = [("messages.jsonl", "body")] + [
+            (f, packs.EXTRA_SAMPLES[f]) for f in packs.files(name) if f in packs.EXTRA_SAMPLES]
+        for sample, input_format in samples:
+            suffix = "" if sample == "messages.jsonl" else f" ({sample}, {input_format}s)"
+            out.append({"id": f"pack-{name}" + ("" if not suffix else f"-{sample.split('.')[0]}"),
+                        "label": f"Template pack {name}: {packs.summary(name)[0]}{suffix}",
+                        "deviceMapping": packs.read(name, "devicecontent.json"),
+                        "fhirMapping": packs.read(name, "fhirmapping.json"),
+                        "messages": packs.read(name, sample), "inputFormat": input_format})
+    return out

@@ -17,6 +17,8 @@ from transforms.mapping.profiles import strip_profiles
 #: every pack, in the order ``templates list`` prints them
 PACKS = ("openmhealth", "apple-health", "fitbit", "withings", "iot-central")
 FILES = ("devicecontent.json", "fhirmapping.json", "messages.jsonl", "README.md")
+#: further sample files a pack may have, and the ``--input-format`` they are read with
+EXTRA_SAMPLES = {"messages-iothub.jsonl": "envelope"}
 
 
 class PackError(Exception):
@@ -27,6 +29,12 @@ def _dir(name: str):
     if name not in PACKS:
         raise PackError(f"no template pack '{name}' (packs: {', '.join(PACKS)})")
     return resources.files(__package__).joinpath(name)
+
+
+def files(name: str) -> Tuple[str, ...]:
+    """The pack's files: ``FILES`` and the ``EXTRA_SAMPLES`` it has."""
+    d = _dir(name)
+    return FILES + tuple(f for f in EXTRA_SAMPLES if d.joinpath(f).is_file())
 
 
 def read(name: str, filename: str) -> str:
@@ -70,16 +78,17 @@ def export(name: str, target: str, medtech: bool = False, force: bool = False) -
     ``medtech``: the FHIR mapping without our ``profiles`` extension, so MedTech and
     iomt-fhir load it. Existing files are not overwritten unless ``force``.
     """
-    texts = {f: read(name, f) for f in FILES}
+    names = files(name)
+    texts = {f: read(name, f) for f in names}
     if medtech:
         texts["fhirmapping.json"] = json.dumps(
             strip_profiles(json.loads(texts["fhirmapping.json"])), indent=2) + "\n"
-    paths = [os.path.join(target, f) for f in FILES]
+    paths = [os.path.join(target, f) for f in names]
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not force:
         raise PackError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
     os.makedirs(target, exist_ok=True)
-    for f, path in zip(FILES, paths):
+    for f, path in zip(names, paths):
         with open(path, "w", encoding="utf-8") as out:
             out.write(texts[f])
     return paths
