@@ -12,10 +12,13 @@ setup(
     # The template packs (iomt-fhir templates, the debugger's menu) likewise.
     package_data={"pipelines.debugger": ["static/*", "examples/*"], "pipelines.packs": ["*/*"]},
     install_requires=[
-        "apache-beam[gcp]==2.62.0",
-        # aws/azure: Beam's s3:// and azfs:// filesystems, where device archives live
-        # (Event Hubs Capture writes to Blob Storage / ADLS).
-        "apache-beam[aws,azure]==2.62.0",
+        # A range, so a user's environment takes the newest Beam (Dataflow deprecates old SDKs).
+        # Floor 2.62: the oldest Beam this code is run and tested on here (.venv-flink: Flink
+        # and Kafka IO, whose Java jars are served here only for 2.62); older ones are untested.
+        # The repo's own environments pin exact versions: constraints.txt, constraints-flink.txt.
+        # gcp: Pub/Sub, Dataflow, gs://; aws/azure: Beam's s3:// and azfs:// filesystems, where
+        # device archives live (Event Hubs Capture writes to Blob Storage / ADLS).
+        "apache-beam[gcp,aws,azure]>=2.62,<3",
         # JSON-array archives: a well-kept incremental parser (C backend, yajl2_c) so a
         # file of hundreds of MB is never held in memory; json.JSONDecoder has no
         # incremental mode and a hand-written tokenizer would be slower and ours to fix.

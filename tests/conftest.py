@@ -41,7 +41,7 @@ def vectors():
 # (tests/pubsub_fixtures.py), the Kafka broker (tests/kafka_fixtures.py), the stub Kafka expansion service
 # (tests/kafka_stub_fixtures.py); tests/ is on sys.path (no __init__.py).
 pytest_plugins = ["fhir_fixtures", "pubsub_fixtures", "storage_fixtures", "kafka_fixtures",
-                  "kafka_stub_fixtures"]
+                  "kafka_stub_fixtures", "leg_fixtures"]
 
 # Heavy tests without their own @pytest.mark.timeout get a bound by kind instead of pytest.ini's
 # 120 s default (~3x their time on an idle 2-core machine: a Kafka e2e on Flink takes up to

@@ -38,11 +38,21 @@ def test_paths_are_none_until_setup_fetched_them(tmp_path, monkeypatch):
             java_artifacts.prism_binary()) == (None, None, None)
 
 
-def test_java_and_go_pins_are_the_installed_beam():
-    """A job server or Prism of another Beam version may not speak this SDK's runner API."""
+def constraint(name: str, path: str) -> str:
+    (version,) = re.findall(rf"^{re.escape(name)}==(\S+)$", (REPO / path).read_text(), re.M)
+    return version
+
+
+def test_java_and_go_pins_are_the_beam_of_their_environment():
+    """A job server or Prism of another Beam version may not speak this SDK's runner API: the Java
+    jars are .venv-flink's Beam (constraints-flink.txt), Prism is built at .venv's (constraints.txt)
+    and at every version it has a folder for, and the installed Beam is one of the two."""
     pom = (REPO / "scripts/java/pom.xml").read_text()
-    gomod = (REPO / "scripts/prism/go.mod").read_text()
-    version = java_artifacts.beam_version()
-    assert re.search(r"<beam.version>(.*)</beam.version>", pom).group(1) == version
-    assert re.search(r"github.com/apache/beam/sdks/v2 v(\S+)", gomod).group(1) == version
+    main, flink = constraint("apache-beam", "constraints.txt"), constraint("apache-beam", "constraints-flink.txt")
+    assert re.search(r"<beam.version>(.*)</beam.version>", pom).group(1) == flink
     assert re.search(r"<flink.version>(.*)</flink.version>", pom).group(1) == java_artifacts.FLINK_VERSION
+    assert (REPO / "scripts/prism" / main / "go.mod").is_file(), "no Prism module for constraints.txt's Beam"
+    for gomod in (REPO / "scripts/prism").glob("*/go.mod"):
+        required = re.search(r"github.com/apache/beam/sdks/v2 v(\S+)", gomod.read_text()).group(1)
+        assert required == gomod.parent.name, gomod
+    assert java_artifacts.beam_version() in (main, flink), "run the tests in .venv or .venv-flink (scripts/test)"

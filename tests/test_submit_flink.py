@@ -62,3 +62,18 @@ def test_script_dry_run_prints_the_command():
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("iomt-fhir run --runner=FlinkRunner --flink_master=jm:8081 ")
     assert "--flink_submit_uber_jar" in run.stdout and "--kafka-topic=devices" in run.stdout
+
+
+def test_flink_versions_are_the_installed_beams(capsys):
+    """Beam 2.77 runs Flink 2.x, Beam 2.62 does not: the choice follows the installed Beam."""
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+    published = FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    assert submit_flink.DEFAULT_FLINK_VERSION in published
+    for version in ("1.17", "2.0"):
+        given = ["--flink_master=jm:8081", "--flink-version", version]
+        if version in published:
+            assert submit_flink.parser().parse_args(given).flink_version == version
+        else:
+            with pytest.raises(SystemExit):
+                submit_flink.parser().parse_args(given)
+            assert "invalid choice" in capsys.readouterr().err

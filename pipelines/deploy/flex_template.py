@@ -127,6 +127,13 @@ def launcher_argv(argv: Iterable[str]) -> List[str]:
     return out
 
 
+def docker_build_args() -> List[str]:
+    """``docker build`` arguments that make deploy/dataflow/Dockerfile's image hold the Beam this
+    package is installed with (the launcher translates the job with it; workers must run the same)."""
+    from importlib import metadata as importlib_metadata
+    return ["--build-arg", "BEAM_VERSION=" + importlib_metadata.version("apache-beam")]
+
+
 def tool_main(argv: Optional[List[str]] = None, metadata_path: str = "deploy/dataflow/metadata.json") -> int:
     """``scripts/dataflow-flex-template``: regenerate or check ``metadata.json``, write the spec."""
     import pathlib
@@ -138,9 +145,14 @@ def tool_main(argv: Optional[List[str]] = None, metadata_path: str = "deploy/dat
     p.add_argument("--image", help="the launcher/worker image (REGION-docker.pkg.dev/PROJECT/REPO/iomt-fhir:TAG)")
     p.add_argument("--sdk-container-image", help="workers' image, if not --image")
     p.add_argument("--output", help="where to write the template spec JSON (local path or gs://...)")
+    p.add_argument("--build-args", action="store_true",
+                   help="print docker build's --build-arg for the installed Beam (the image's SDK version)")
     a = p.parse_args(argv)
+    if a.build_args:
+        print(" ".join(docker_build_args()))
+        return 0
     if not (a.write_metadata or a.check or a.output):
-        p.error("give --write-metadata, --check or --image IMAGE --output SPEC")
+        p.error("give --write-metadata, --check, --build-args or --image IMAGE --output SPEC")
     if a.output and not a.image:
         p.error("--output needs --image")
     text = metadata_json()

@@ -4,7 +4,8 @@ Why a wrapper: a Flink deployment needs a handful of Beam/Flink options that are
 wrong and whose defaults do not fit a long-running IoMT stream:
 
 * ``--flink_master HOST:PORT`` (the JobManager's REST port, 8081 by default) and the Flink
-  version of Beam's job server that matches the cluster (``--flink-version``, 1.19 with Beam 2.62);
+  version of Beam's job server that matches the cluster (``--flink-version``: 1.19 by default, one of
+  the installed Beam's; the job server is of the installed Beam's version);
 * checkpointing: Kafka / Event Hubs offsets are committed when a checkpoint finalizes
   (``commit_offset_in_finalize``), so without checkpoints a restarted job re-reads from the
   group's old offset (harmless, writes are idempotent, but slow); on by default here (10 s, ``pipelines.run.runners.FLINK_CHECKPOINT_INTERVAL_MS``);
@@ -28,7 +29,15 @@ from typing import List, Optional
 
 from pipelines.run.runners import FLINK_CHECKPOINT_INTERVAL_MS
 
-DEFAULT_FLINK_VERSION = "1.19"  # Beam 2.62's newest Flink runner (beam-runners-flink-1.19-job-server)
+#: The Flink both Beams run here support (2.62: 1.17-1.19; 2.77: 1.19-2.2) and the one run here
+#: (scripts/setup-java's beam-runners-flink-1.19); the cluster must run the version given.
+DEFAULT_FLINK_VERSION = "1.19"
+
+
+def flink_versions() -> List[str]:
+    """The Flink versions the installed Beam publishes a runner for (Beam's own list)."""
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+    return list(FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS)
 DEFAULT_WORKER_POOL = "localhost:50000"  # Beam's worker pool port, as a sidecar of each task manager
 
 
@@ -38,8 +47,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="Everything after -- goes to 'iomt-fhir run' (mappings, source, --fhir-url, --dead-letter ...).")
     p.add_argument("--flink_master", "--flink-master", required=True, metavar="HOST:PORT",
                    help="the JobManager's REST address (e.g. flink-jobmanager:8081)")
-    p.add_argument("--flink-version", default=DEFAULT_FLINK_VERSION,
-                   help=f"the cluster's Flink version (default {DEFAULT_FLINK_VERSION})")
+    p.add_argument("--flink-version", default=DEFAULT_FLINK_VERSION, choices=flink_versions(),
+                   help=f"the cluster's Flink version, one the installed Beam runs on (default {DEFAULT_FLINK_VERSION})")
     p.add_argument("--parallelism", type=int, help="job parallelism (default: the cluster's)")
     p.add_argument("--max-parallelism", type=int, help="max parallelism (key groups; fixes rescaling limits)")
     p.add_argument("--checkpointing-interval", type=int, default=FLINK_CHECKPOINT_INTERVAL_MS, metavar="MS",
