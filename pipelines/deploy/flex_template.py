@@ -23,6 +23,7 @@ import sys
 from typing import Dict, Iterable, List, Optional
 
 from pipelines.options import IomtFhirOptions
+from transforms.beam_private import option_actions
 
 TEMPLATE_NAME = "iomt-fhir"
 TEMPLATE_DESCRIPTION = ("IoMT-to-FHIR connector: device messages (files, Pub/Sub or Event Hubs / Kafka) -> "
@@ -36,9 +37,7 @@ _PARAM_TYPES = {"pubsub_subscription": "PUBSUB_SUBSCRIPTION"}
 
 def _option_actions() -> List[argparse.Action]:
     """The argparse actions ``IomtFhirOptions`` registers, in definition order."""
-    parser = argparse.ArgumentParser(add_help=False)
-    IomtFhirOptions._add_argparse_args(parser)  # the options class's own definitions, nothing copied
-    return [a for a in parser._actions if a.option_strings]
+    return option_actions(IomtFhirOptions)  # the options class's own definitions, nothing copied
 
 
 def _is_flag(action: argparse.Action) -> bool:

@@ -91,12 +91,13 @@ def _with_default(action) -> str:
 def pipeline_parser(raising: bool = False) -> argparse.ArgumentParser:
     """A parser holding exactly the pipeline's options (IomtFhirOptions), by group."""
     from pipelines.options import IomtFhirOptions
+    from transforms.beam_private import add_option_arguments, parser_actions
 
     cls = _RaisingParser if raising else argparse.ArgumentParser
     p = cls(prog="iomt-fhir run", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
             formatter_class=_Formatter, add_help=False, allow_abbrev=False)
-    IomtFhirOptions._add_argparse_args(p)
-    for action in p._actions:
+    add_option_arguments(IomtFhirOptions, p)
+    for action in parser_actions(p):
         action.help = _with_default(action) or None
     return p
 
@@ -115,6 +116,7 @@ def print_beam_help(out=None) -> None:
     """Beam's options of every registered options class (runner, Dataflow, Flink, ...)."""
     from apache_beam.options.pipeline_options import PipelineOptions
     from pipelines.options import IomtFhirOptions
+    from transforms.beam_private import add_option_arguments
 
     parser = argparse.ArgumentParser(prog="iomt-fhir run", usage=USAGE, add_help=False,
                                      conflict_handler="resolve",
@@ -123,7 +125,7 @@ def print_beam_help(out=None) -> None:
         if cls is IomtFhirOptions:
             continue  # shown by iomt-fhir run --help
         try:
-            cls._add_argparse_args(parser)
+            add_option_arguments(cls, parser)
         except Exception:  # an options class of some plugin that does not add cleanly
             continue
     (out or sys.stdout).write(parser.format_help())

@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from apache_beam import coders
 
+from transforms.beam_private import StreamCoder, StreamCoderImpl
 from transforms.mapping.measurement import Measurement
 
 
@@ -26,7 +27,7 @@ def _unzigzag(z: int) -> int:
     return (z >> 1) ^ -(z & 1)
 
 
-class _MeasurementsCoderImpl(coders.coder_impl.StreamCoderImpl):
+class _MeasurementsCoderImpl(StreamCoderImpl):
     """Varints and UTF-8, in this order:
 
     count; type, device, patient, encounter, correlation of the first measurement (each a
@@ -120,11 +121,10 @@ def _read_str(stream) -> Optional[str]:
     return stream.read(n - 1).decode("utf-8")
 
 
-class MeasurementsCoder(coders.coders.FastCoder):
+class MeasurementsCoder(StreamCoder):
     """Compact coder of a ``MeasurementSet`` (see the module docstring)."""
 
-    def _create_impl(self):
-        return _MeasurementsCoderImpl()
+    impl_class = _MeasurementsCoderImpl
 
     def to_type_hint(self):
         return dict
