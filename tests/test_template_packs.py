@@ -45,14 +45,20 @@ def test_every_listed_vital_sign_of_the_issue_is_covered_by_openmhealth():
                        "blood-glucose", "sleep-duration"}
 
 
-def test_a_unit_the_pack_does_not_convert_is_a_dead_letter_not_a_wrong_number():
-    lines = packs.read("openmhealth", "messages.jsonl").split("\n")
-    stone = json.loads(lines[2])
-    stone["body"]["body_weight"] = {"value": 11, "unit": "st"}
-    observations, failures = pack_observations("openmhealth", "\n".join([lines[0], json.dumps(stone)]))
-    assert [summary(o)[0] for o in observations] == ["heartrate"]
+@pytest.mark.parametrize("name, n, unit_in", [
+    ("openmhealth", 2, lambda m: m["body"]["body_weight"].update(value=11, unit="st")),
+    ("apple-health", 2, lambda m: m.update(value="11", unit="st")),
+    ("apple-health", 0, lambda m: m.update(unit="count/s")),  # heart rate: one unit only
+])
+def test_a_unit_the_pack_does_not_take_is_a_dead_letter_not_a_wrong_number(name, n, unit_in):
+    lines = packs.read(name, "messages.jsonl").split("\n")
+    other = json.loads(lines[n])
+    unit_in(other)
+    observations, failures = pack_observations(name, "\n".join([lines[n + 1], json.dumps(other)]))
+    assert len(observations) == 1
     ((line, exc),) = failures
-    assert line == 2 and type(exc).__name__ == "IncompatibleDataException" and "weight" in str(exc)
+    assert line == 2 and type(exc).__name__ == "IncompatibleDataException"
+    assert "Unable to extract required value" in str(exc)
 
 
 def test_templates_list_show_and_export(tmp_path, capsys):
