@@ -51,7 +51,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth,
                                            outage_budget(opts.fhir_outage_seconds, streaming),
                                            opts.max_fhir_requests_per_second)
-        identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system)
+        identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system,
+                                         opts.identity_cache_seconds)
     elif getattr(opts, "output_format", None) == "fhir-ndjson":  # bulk files: Create mode's ids, no server
         identity = CreateModeIdsFactory(opts.device_identifier_system)
     converted = groups | "ToObservations" >> ToObservations(fhir_text, identity)

@@ -69,6 +69,12 @@ class IomtFhirOptions(PipelineOptions):
                        help="FHIR R4 base URL; without it Observations are written to --output files")
         f.add_argument("--identity_mode", "--identity-mode", dest="identity_mode", default="Create",
                        choices=IDENTITY_MODES)
+        f.add_argument("--identity_cache_seconds", "--identity-cache-seconds", dest="identity_cache_seconds",
+                       type=float, default=None,
+                       help="how long identity lookups are cached: default 7200 (sliding, the reference's) "
+                            "for Create/Lookup*, 60 (absolute) for LookupByDeviceUse*, the longest a new "
+                            "DeviceUseStatement takes to reach a running stream (README 'Devices that "
+                            "change hands')")
         f.add_argument("--device_identifier_system", "--device-identifier-system",
                        dest="device_identifier_system", default="")
         f.add_argument("--fhir_auth", "--fhir-auth", dest="fhir_auth", default="none",

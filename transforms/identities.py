@@ -3,14 +3,34 @@
 An identity turns a group's device / patient / encounter ids into the logical ids its
 Observation references. ``OfflineIdentity`` uses the measurement's own ids (file outputs,
 ``transform``); ``ServerIdentity`` resolves them against the FHIR server in the reference's
-modes (``transforms.fhir.identity``). The factories are what a pipeline ships to its
-workers: the service (and its HTTP session) is built there, once per DoFn instance.
+modes or by device use (``transforms.fhir.identity``). The factories are what a pipeline ships
+to its workers: the service (and its HTTP session) is built there, once per DoFn instance.
+
+``identity_parts`` is the one question ``convert`` asks: which parts of a group go to whom.
+For the reference's modes a group is one part; by device use it is cut at every change of hands
+(``transforms.mapping.device_use.split_group``), and readings no period covers are a part of
+their own that fails, alone.
 """
-from typing import Callable
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 from transforms.mapping.grouping import MeasurementGroup
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.mapping.offline import offline_ids
+
+Part = Tuple[MeasurementGroup, Union[ResolvedIds, Exception]]
+
+
+def identity_parts(identity, group: MeasurementGroup) -> Iterator[Part]:
+    """``(part, ids)`` per part of ``group`` and who it belongs to, or ``(part, error)`` for a
+    part whose identity cannot be resolved (dead-lettered at stage ``identity``)."""
+    parts = getattr(identity, "parts", None)
+    if parts is not None:
+        yield from parts(group)
+        return
+    try:
+        yield group, identity.resolve(group)
+    except Exception as e:  # data problems and bugs alike: that group's dead letter
+        yield group, e
 
 
 class OfflineIdentity:
@@ -21,28 +41,73 @@ class OfflineIdentity:
 
 
 class ServerIdentity:
-    """Identity from a FHIR server via ``IdentityService`` (created lazily, per worker)."""
+    """Identity from a FHIR server via ``IdentityService`` (created lazily, per worker).
 
-    def __init__(self, service_factory: Callable[[], object]):
+    ``on_overlap(n)`` is told how many readings more than one use period covered (a warning
+    count: the latest start won)."""
+
+    def __init__(self, service_factory: Callable[[], object],
+                 on_overlap: Optional[Callable[[int], None]] = None):
         self._factory = service_factory
         self._service = None
+        self._on_overlap = on_overlap
 
-    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
+    def _svc(self):
         if self._service is None:
             self._service = self._factory()
-        found = self._service.resolve(group.device_id, group.patient_id, group.encounter_id)
+        return self._service
+
+    def resolve(self, group: MeasurementGroup) -> ResolvedIds:
+        found = self._svc().resolve(group.device_id, group.patient_id, group.encounter_id)
         return ResolvedIds(patient=found.patient, device=found.device, encounter=found.encounter)
+
+    def parts(self, group: MeasurementGroup) -> Iterator[Part]:
+        from transforms.mapping.device_use import DeviceUseNotFoundException, split_group
+
+        service = self._svc()
+        if not getattr(service, "by_device_use", False):
+            try:
+                yield group, self.resolve(group)
+            except Exception as e:
+                yield group, e
+            return
+        try:
+            uses = service.device_uses(group.device_id)
+        except Exception as e:
+            yield group, e
+            return
+        split = split_group(group, uses.periods)
+        if split.overlaps and self._on_overlap is not None:
+            self._on_overlap(split.overlaps)
+        if split.uncovered:
+            yield (group._replace(measurements=split.uncovered),
+                   DeviceUseNotFoundException(f"Device/{uses.device}",
+                                              [m.occurrence_time for m in split.uncovered]))
+        for patient, part in split.parts:
+            try:
+                encounter = service.encounter_for(group.encounter_id, patient)
+            except Exception as e:
+                yield part, e
+                continue
+            yield part, ResolvedIds(patient=patient, device=uses.device, encounter=encounter)
 
 
 class ServerIdentityFactory:
-    """Identity resolution against the FHIR server, in the reference's modes."""
+    """Identity resolution against the FHIR server, in the reference's modes or by device use."""
 
-    def __init__(self, client_factory, mode: str, device_system: str):
+    def __init__(self, client_factory, mode: str, device_system: str,
+                 cache_seconds: Optional[float] = None):
         self.client_factory = client_factory
         self.mode = mode
         self.device_system = device_system
+        self.cache_seconds = cache_seconds
 
     def __call__(self):
+        from transforms import metrics
         from transforms.fhir.identity import IdentityService
-        client_factory, mode, system = self.client_factory, self.mode, self.device_system
-        return ServerIdentity(lambda: IdentityService(client_factory(), mode, system or None))
+        client_factory, mode, system, seconds = (self.client_factory, self.mode, self.device_system,
+                                                 self.cache_seconds)
+        overlaps = metrics.counter(metrics.NAMESPACE, "DeviceUseOverlap")
+        return ServerIdentity(lambda: IdentityService(client_factory(), mode, system or None,
+                                                      cache_seconds=seconds),
+                              on_overlap=overlaps.inc)

@@ -3,7 +3,9 @@
 Thin Beam wrapper over the pure core (``grouping``, ``fhir_templates``, ``merge``).
 The FHIR mapping is shipped as text and loaded once per DoFn instance. Identity is a
 strategy: offline (the measurement's own ids, for file outputs) or a FHIR-server
-resolver built in ``setup`` (Lookup / Create, see ``transforms.fhir.identity``).
+resolver built in ``setup`` (Lookup / Create / LookupByDeviceUse, see
+``transforms.fhir.identity``); by device use a group is cut where the device changed hands
+and each part becomes its wearer's Observations (``transforms.identities.identity_parts``).
 
 A group that cannot be converted (unknown type, several Quantity values in one
 period, missing correlation id, device not found...) goes whole to ``dead_letter``
@@ -23,7 +25,7 @@ from transforms.mapping.fhir_values import screen_values
 from transforms.mapping.grouping import measurement_groups, observation_groups
 from transforms.mapping.identifiers import ResolvedIds
 from transforms.fhir.writer import MappingMerge, WriteItem
-from transforms.identities import OfflineIdentity
+from transforms.identities import OfflineIdentity, identity_parts
 
 
 #: Patient / Device resources of an identity that makes them itself (``transforms.sinks.bulk_ndjson``)
@@ -56,23 +58,22 @@ def convert(mapping, identity, measurements: Iterable,
             continue
         if not obs_groups:  # every reading was dead-lettered by screen_values
             continue
-        try:
-            ids = identity.resolve(group)
-        except Exception as e:
-            yield FAILED, (STAGE_IDENTITY, e, group)
-            continue
-        try:
-            items = [WriteItem(build_observation(template, og, ids), template.type_name, og)
-                     for og in obs_groups]
-        except Exception as e:
-            yield FAILED, (STAGE_FHIR_CONVERSION, e, group)
-            continue
-        for item in items:
-            yield WRITE, item
-        shells = getattr(identity, "resources", None)
-        if shells is not None:  # bulk NDJSON output: the Patient and Device a server run would create
-            for resource in shells(group):
-                yield RESOURCE, resource
+        for part, ids in identity_parts(identity, group):
+            if isinstance(ids, Exception):
+                yield FAILED, (STAGE_IDENTITY, ids, part)
+                continue
+            try:  # a device that changed hands: each wearer's part has its own Observations
+                items = [WriteItem(build_observation(template, og, ids), template.type_name, og)
+                         for og in (obs_groups if part is group else observation_groups(template, part))]
+            except Exception as e:
+                yield FAILED, (STAGE_FHIR_CONVERSION, e, part)
+                continue
+            for item in items:
+                yield WRITE, item
+            shells = getattr(identity, "resources", None)
+            if shells is not None:  # bulk NDJSON output: the Patient and Device a server run would create
+                for resource in shells(part):
+                    yield RESOURCE, resource
 
 
 def group_dead_letter(stage: str, error: BaseException, group) -> dict:

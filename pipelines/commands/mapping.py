@@ -122,11 +122,32 @@ def _close(stream: IO[str], errors: IO[str]) -> None:
         errors.close()
 
 
+def _load_device_use(path: Optional[str]):
+    """``--device-use FILE``: the periods table, or exit 2 naming the bad rows (line numbers only)."""
+    if not path:
+        return None
+    from transforms.mapping.device_use import DeviceUseTable
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            table, bad = DeviceUseTable.from_csv(f.read())
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"iomt-fhir: error: cannot read --device-use {path}: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED)
+    for line, exc in bad:
+        print(f"{path}:{line}: error: {exc}", file=sys.stderr)
+    if bad:
+        raise SystemExit(EXIT_REFUSED)
+    return table
+
+
 def cmd_transform(args) -> int:
     from transforms.mapping.measurement import Measurement
     from transforms.mapping.offline import observations_for
 
     mapping = _load_valid_fhir_mapping(args.fhir_mapping)
+    device_use = _load_device_use(getattr(args, "device_use", None))
     stream = _open_input(args.input)
     errors = _open_errors(args.errors)
     measurements: List[Tuple[int, Measurement]] = []
@@ -141,7 +162,7 @@ def cmd_transform(args) -> int:
                 measurements.append((number, Measurement.from_json(value)))
             except Exception as e:  # MappingError, or a shape from_json does not expect
                 _error_line(errors, number, e)
-        for obs, failure in observations_for(mapping, measurements):
+        for obs, failure in observations_for(mapping, measurements, device_use):
             if failure is not None:
                 line, exc = failure
                 _error_line(errors, line, exc)
@@ -172,4 +193,7 @@ def register_mapping_commands(sub) -> None:
     t.add_argument("--fhir-mapping", required=True)
     t.add_argument("--input", help="JSON-lines file of measurements (default: stdin)")
     t.add_argument("--errors", help="file for error lines (default: stderr)")
+    t.add_argument("--device-use", metavar="CSV",
+                   help="device use periods (device,patient,start,end[,status]): each reading goes to the "
+                        "patient who wore its device then, as --identity-mode LookupByDeviceUse would decide")
     t.set_defaults(func=cmd_transform)

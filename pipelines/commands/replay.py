@@ -334,6 +334,8 @@ def register(sub) -> None:
                    help="credentials come from the environment (see README)")
     r.add_argument("--identity-mode", default="Create", choices=IDENTITY_MODES)
     r.add_argument("--device-identifier-system", default="")
+    r.add_argument("--identity-cache-seconds", type=float, default=None,
+                   help="as for 'run' (default: 7200 sliding; 60 absolute for LookupByDeviceUse*)")
     r.add_argument("--stage", action="append", choices=STAGES, help="only records of this stage (repeatable)")
     r.add_argument("--error-type", action="append", help="only records of this error type (repeatable)")
     r.add_argument("--fhir-outage-seconds", type=float, default=None,
@@ -379,7 +381,8 @@ def cmd_replay(args) -> int:
     if args.fhir_outage_seconds is not None and args.fhir_outage_seconds < 0:
         raise LaunchError("--fhir-outage-seconds must be at least 0")
     client_factory = FhirClientFactory(args.fhir_url, args.fhir_auth, args.fhir_outage_seconds)
-    identity = ServerIdentityFactory(client_factory, args.identity_mode, args.device_identifier_system)
+    identity = ServerIdentityFactory(client_factory, args.identity_mode, args.device_identifier_system,
+                                     args.identity_cache_seconds)
     client = client_factory()
     writer = ObservationWriter(client, _MergeOrRefuse(MappingMerge(load_fhir_mapping(fhir_text))),
                                bundle_size=args.bundle_size, read_batch_size=max(args.bundle_size, 500))

@@ -27,6 +27,7 @@ from transforms.mapping.validation import DEVICE, FHIR, problems_of
 INPUT_FORMATS = ("body", "envelope")
 STAGE_NORMALIZATION = "normalization"
 STAGE_FHIR_CONVERSION = "fhir_conversion"
+DEVICE_USE = "deviceUse"  # problems of the device-use table (``file``)
 EMPTY_DEVICE = "The device mapping is empty: write one, open a file or pick an example."
 
 
@@ -89,7 +90,7 @@ def sampled_data_points(observation: dict) -> List[Dict[str, Any]]:
     return out
 
 
-def _request_fields(request: Any) -> Tuple[str, str, str, str]:
+def _request_fields(request: Any) -> Tuple[str, str, str, str, str]:
     if not isinstance(request, dict):
         raise BadRequest("The request must be a JSON object.")
     texts = []
@@ -100,10 +101,16 @@ def _request_fields(request: Any) -> Tuple[str, str, str, str]:
         if not isinstance(value, str):
             raise BadRequest(f"{key} must be a string.")
         texts.append(value)
+    device_use = request.get("deviceUse", "")
+    if device_use is None:
+        device_use = ""
+    if not isinstance(device_use, str):
+        raise BadRequest("deviceUse must be a string.")
+    texts.append(device_use)
     input_format = request.get("inputFormat", "body")
     if input_format not in INPUT_FORMATS:
         raise BadRequest("inputFormat must be \"body\" or \"envelope\".")
-    return texts[0], texts[1], texts[2], input_format
+    return texts[0], texts[1], texts[2], texts[3], input_format
 
 
 def run(request: Any) -> Dict[str, Any]:
@@ -115,10 +122,13 @@ def run(request: Any) -> Dict[str, Any]:
     (stage ``normalization``) or measurement (stage ``fhir_conversion``), ``index`` =
     the message's line in ``messages`` (1-based, ``normalize``'s line number).
     ``observations``: exactly what ``transform`` prints for those measurements.
+    ``deviceUse`` (optional CSV ``device,patient,start,end[,status]``): as ``transform
+    --device-use``, each reading goes to who wore its device then; bad rows are problems
+    of ``file`` ``deviceUse`` (the good ones still apply).
     Extras for the page: ``measurementIndex`` (the message line of each measurement)
     and ``sampledData`` (per Observation, its SampledData as points).
     """
-    device_text, fhir_text, messages, input_format = _request_fields(request)
+    device_text, fhir_text, messages, device_use_text, input_format = _request_fields(request)
     device = load_device_text(device_text) if device_text.strip() else None
     fhir = load_fhir_text(fhir_text) if fhir_text.strip() else None
     if device is not None:
@@ -149,9 +159,16 @@ def run(request: Any) -> Dict[str, Any]:
             except Exception as e:  # as ``transform`` reports a line it cannot read
                 result["errors"].append({"index": line, "error": _error_type(e),
                                          "message": str(e), "stage": STAGE_FHIR_CONVERSION})
+    table = None
+    if device_use_text.strip():
+        from transforms.mapping.device_use import DeviceUseTable
+
+        table, bad = DeviceUseTable.from_csv(device_use_text)
+        problems.extend({"file": DEVICE_USE, "line": line, "column": 0, "severity": "error",
+                         "message": str(exc)} for line, exc in bad)
     if fhir is None or not fhir.valid:
         return result
-    for observation, failure in observations_for(fhir, numbered):
+    for observation, failure in observations_for(fhir, numbered, table):
         if failure is not None:
             line, exc = failure
             result["errors"].append({"index": line, "error": _error_type(exc), "message": str(exc),

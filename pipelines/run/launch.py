@@ -93,6 +93,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
                                             ("--max-in-flight", opts.max_in_flight, 1),
                                             ("--observation-cache-size", opts.observation_cache_size, 0),
                                             ("--fhir-outage-seconds", opts.fhir_outage_seconds or 0, 0),
+                                            ("--identity-cache-seconds", opts.identity_cache_seconds or 0, 0),
                                             ("--max-fhir-requests-per-second",
                                              opts.max_fhir_requests_per_second, 0))
                  if value < least]

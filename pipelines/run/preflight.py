@@ -94,6 +94,10 @@ def check_fhir(url: str, auth_kind: str = "none", identity_mode: str = "Create",
         if identity_mode == "Create":
             probes.append(("search Patient?identifier",
                            lambda: client.search("Patient", {"identifier": PROBE_ID, "_count": "1"}, limit=1)))
+        if identity_mode.startswith("LookupByDeviceUse"):
+            probes.append(("search DeviceUseStatement?device",
+                           lambda: client.search("DeviceUseStatement", {"device": f"Device/{PROBE_ID}",
+                                                                        "_count": "1"}, limit=1)))
         for what, probe in probes:
             try:
                 probe()

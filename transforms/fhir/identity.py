@@ -18,20 +18,37 @@ Server trouble is not: the lookups go through the pipeline's :class:`FhirClient`
 retries transient failures for the outage budget (``--fhir-outage-seconds``) while the
 calling thread blocks, exactly as the writer's requests do.
 
+Two modes of ours (not the reference's), for devices that change hands (README "Devices that
+change hands"): ``LookupByDeviceUse`` finds the Device as Lookup does, then its
+``DeviceUseStatement``s (``DeviceUseStatement?device=Device/{id}``); the patient of a reading is
+the subject of the statement whose ``timingPeriod`` covers its time (the rules are
+``transforms.mapping.device_use``'s). What is cached is the Device's list of use periods, not a
+patient, and it expires ``cache_seconds`` after it was read however busy the device is (an
+absolute TTL: a sliding one never expires on a device that keeps sending), so a statement
+created while a stream runs takes effect within that time. ``LookupByDeviceUseWithEncounter``
+also requires an EncounterId; in both, an encounter found by identifier must be of the patient
+chosen for the time (``PatientEncounterMismatchException`` otherwise), so an encounter id in a
+message cannot put readings on another patient's record.
+
 Hashes, shell resources and reference parsing are ``transforms.mapping.identifiers``'s.
 """
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
 from transforms.fhir.client import FhirClient
 from transforms.fhir.retry import SYSTEM_CLOCK, Clock
-from transforms.mapping import identifiers
+from transforms.mapping import device_use, identifiers
 from transforms.mapping.errors import MappingError
 
-MODES = ("Create", "Lookup", "LookupWithEncounter")
+REFERENCE_MODES = ("Create", "Lookup", "LookupWithEncounter")
+DEVICE_USE_MODES = ("LookupByDeviceUse", "LookupByDeviceUseWithEncounter")
+MODES = REFERENCE_MODES + DEVICE_USE_MODES
+#: the reference's cache (sliding) and ours for device-use periods (absolute), in seconds
+REFERENCE_CACHE_SECONDS = 7200.0
+DEVICE_USE_CACHE_SECONDS = 60.0
 
 
 # --- errors (names and ErrName telemetry as the reference) ------------------------------
@@ -76,6 +93,21 @@ class PatientDeviceMismatchException(MappingError):
         self.err_name = "PatientDeviceMismatchException"
 
 
+class PatientEncounterMismatchException(MappingError):
+    error_type = "PatientEncounterMismatchException"
+    stage = "identity"  # transforms.records.dead_letter.STAGE_IDENTITY
+
+    def __init__(self):
+        super().__init__("the encounter is of a different patient than the one wearing the device then")
+        self.err_name = "PatientEncounterMismatchException"
+
+
+def default_cache_seconds(mode: str) -> float:
+    """``--identity-cache-seconds`` unset: the reference's 2 h (sliding) for its modes, 60 s
+    (absolute) for device use, where staleness means readings on the previous holder."""
+    return DEVICE_USE_CACHE_SECONDS if mode in DEVICE_USE_MODES else REFERENCE_CACHE_SECONDS
+
+
 # ids, shells and reference parsing come from the mapping engine's identifiers module, so
 # Observation ids and identity ids share one implementation of the reference's hash rule.
 hash_identifier = identifiers.compute_hash_for_identifier
@@ -85,13 +117,22 @@ identifier_query = identifiers.identifier_search_value
 ResourceIdentity = identifiers.ResolvedIds
 
 
+class DeviceUses(NamedTuple):
+    """What ``LookupByDeviceUse`` caches per device identifier: its logical id and use periods."""
+
+    device: str
+    periods: Tuple[device_use.UsePeriod, ...]
+
+
 class TtlLruCache:
-    """Size-bounded cache with sliding expiration (MemoryCache SizeLimit + SlidingExpiration)."""
+    """Size-bounded cache with sliding expiration (MemoryCache SizeLimit + SlidingExpiration),
+    or with ``sliding=False`` an absolute one: an entry expires that long after it was put."""
 
     def __init__(self, max_size: int = 5000, sliding_seconds: float = 7200.0,
-                 clock: Clock = SYSTEM_CLOCK):
+                 clock: Clock = SYSTEM_CLOCK, sliding: bool = True):
         self.max_size = max_size
         self.sliding_seconds = sliding_seconds
+        self.sliding = sliding
         self.clock = clock
         self._data: "collections.OrderedDict[str, tuple[object, float]]" = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -106,7 +147,8 @@ class TtlLruCache:
             if now - last > self.sliding_seconds:
                 del self._data[key]
                 return None
-            self._data[key] = (value, now)
+            if self.sliding:
+                self._data[key] = (value, now)
             self._data.move_to_end(key)
             return value
 
@@ -126,7 +168,7 @@ class IdentityService:
 
     def __init__(self, client: FhirClient, mode: str = "Lookup",
                  default_device_identifier_system: Optional[str] = None,
-                 cache: Optional[TtlLruCache] = None):
+                 cache: Optional[TtlLruCache] = None, cache_seconds: Optional[float] = None):
         canonical = {m.lower(): m for m in MODES}
         # the reference also accepts its class names; the mode word is the useful part
         key = mode.strip().lower()
@@ -140,7 +182,13 @@ class IdentityService:
         self.mode = canonical[key]
         self.client = client
         self.device_system = default_device_identifier_system or None
-        self.cache = cache if cache is not None else TtlLruCache()
+        self.by_device_use = self.mode in DEVICE_USE_MODES
+        if cache is None:
+            seconds = default_cache_seconds(self.mode) if cache_seconds is None else float(cache_seconds)
+            cache = TtlLruCache(sliding_seconds=seconds, sliding=not self.by_device_use)
+        self.cache = cache
+        self._encounters = TtlLruCache(sliding_seconds=cache.sliding_seconds, clock=cache.clock,
+                                       sliding=False)
 
     # -- public --------------------------------------------------------------------------
     def resolve(self, device_id: str, patient_id: Optional[str] = None,
@@ -150,6 +198,8 @@ class IdentityService:
         Cached by DeviceId only (as the reference), so the first group's encounter sticks
         while the device keeps sending.
         """
+        if self.by_device_use:
+            raise ValueError(f"{self.mode} resolves per reading time: use device_uses")
         if not device_id:
             raise ResourceIdentityNotDefinedException("Device")
         if self.mode == "LookupWithEncounter" and not encounter_id:
@@ -163,6 +213,46 @@ class IdentityService:
             ident = self._lookup(device_id, encounter_id)
         self.cache.put(device_id, ident)
         return ident
+
+    def device_uses(self, device_id: str) -> "DeviceUses":
+        """The Device's logical id and its counting use periods (cached, absolute TTL).
+
+        Raises ``ResourceIdentityNotDefinedException(Device)`` without a device id,
+        ``FhirResourceNotFoundException(Device)`` / ``MultipleResourceFoundException`` as
+        Lookup, and ``DeviceUseNotDefinedException`` when no statement counts (cached too: a
+        device that keeps sending costs one lookup per TTL, not one per group)."""
+        if not device_id:
+            raise ResourceIdentityNotDefinedException("Device")
+        cached = self.cache.get(device_id)
+        if cached is None:
+            device = self._find_one("Device", device_id, self.device_system)
+            if device is None:
+                raise FhirResourceNotFoundException("Device")
+            statements = self.client.search("DeviceUseStatement",
+                                            {"device": f"Device/{device['id']}", "_count": "100"})
+            cached = DeviceUses(device["id"], tuple(device_use.periods_of_statements(statements)))
+            self.cache.put(device_id, cached)
+        if not cached.periods:
+            raise device_use.DeviceUseNotDefinedException(f"Device/{cached.device}")
+        return cached
+
+    def encounter_for(self, encounter_id: Optional[str], patient: str) -> Optional[str]:
+        """The Encounter of a device-use part: required in ``LookupByDeviceUseWithEncounter``,
+        looked up when given in both modes, and it must be of ``patient``."""
+        if not encounter_id:
+            if self.mode == "LookupByDeviceUseWithEncounter":
+                raise ResourceIdentityNotDefinedException("Encounter")
+            return None
+        found = self._encounters.get(encounter_id)
+        if found is None:
+            found = self._find_one("Encounter", encounter_id, None)
+            if found is None:
+                raise FhirResourceNotFoundException("Encounter")
+            found = (found["id"], reference_id((found.get("subject") or {}).get("reference"), "Patient"))
+            self._encounters.put(encounter_id, found)
+        if found[1] != patient:
+            raise PatientEncounterMismatchException()
+        return found[0]
 
     # -- modes ---------------------------------------------------------------------------
     def _lookup(self, device_id: str, encounter_id: Optional[str]) -> ResourceIdentity:

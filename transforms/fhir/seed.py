@@ -18,6 +18,15 @@ What it writes, per row ``(device id, patient id[, encounter id])``:
 * with an encounter id, the Encounter found by identifier, else a minimal in-progress
   virtual Encounter of that Patient (``PUT Encounter/{sha256("_"+encounterId)}``).
 
+Device use periods (``--identity-mode LookupByDeviceUse``), per row ``device,patient,start,end
+[,status]`` (``transforms.mapping.device_use.PeriodRow``): the Patient as above, the Device found
+by identifier else Create mode's shell *without* a patient link (who wears it is the periods'
+business), and one ``DeviceUseStatement`` per (device, patient, start), at the deterministic id
+``sha256("{DEVICE_USE_SYSTEM}_{system}|{device}|{patient}|{start}")`` with that value as its
+identifier (system ``DEVICE_USE_SYSTEM``): created, or updated (``If-Match``) when its end or
+status changed (closing an ongoing period, retiring a wrong one as ``entered-in-error``), else
+left alone. Statements this connector did not write are never changed.
+
 Idempotent: everything is searched first and only what is missing or different is written,
 so a second run writes nothing; deterministic ids make concurrent seeders converge. One bad
 row costs only itself (its error is reported with its line number, never its identifiers).
@@ -33,7 +42,8 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from transforms.fhir.client import FhirClient, FhirError
 from transforms.fhir.identity import MultipleResourceFoundException, PatientDeviceMismatchException
-from transforms.mapping import identifiers
+from transforms.mapping import identifiers, timeutil
+from transforms.mapping.device_use import PeriodRow
 from transforms.mapping.errors import InvalidDataFormatException, MappingError
 
 #: column / key names accepted for each field (the simulator's dicts use the first spelling)
@@ -42,6 +52,27 @@ FIELDS = {"device_id": ("device_id", "deviceid", "device"),
           "encounter_id": ("encounter_id", "encounterid", "encounter")}
 ENCOUNTER_CLASS = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR",
                    "display": "virtual"}  # remote monitoring; Encounter.class is required in R4
+
+
+#: identifier system of the DeviceUseStatements ``seed`` writes (ours to update, nobody else's)
+DEVICE_USE_SYSTEM = identifiers.SERVICE_SYSTEM + "device-use"
+
+
+def device_use_identifier(row: PeriodRow, device_system: Optional[str]) -> str:
+    """``{system}|{device}|{patient}|{start}`` with the start as an instant (``""`` when open):
+    the same period written twice, in any notation of its start, is one statement."""
+    start = timeutil.format_trimmed(row.bounds()[0]) if row.start else ""
+    return f"{device_system or ''}|{row.device_id}|{row.patient_id}|{start}"
+
+
+def device_use_statement(row: PeriodRow, patient: str, device: str, device_system: Optional[str]) -> dict:
+    value = device_use_identifier(row, device_system)
+    timing = {k: v for k, v in (("start", row.start), ("end", row.end)) if v}
+    return {"resourceType": "DeviceUseStatement",
+            "id": identifiers.compute_hash_for_identifier(value, DEVICE_USE_SYSTEM),
+            "identifier": [{"system": DEVICE_USE_SYSTEM, "value": value}],
+            "status": row.effective_status, "subject": {"reference": f"Patient/{patient}"},
+            "device": {"reference": f"Device/{device}"}, "timingPeriod": timing}
 
 
 class DeviceRow(NamedTuple):
@@ -190,7 +221,37 @@ class Seeder:
                          "class": ENCOUNTER_CLASS, "subject": {"reference": f"Patient/{patient}"}})
         report.count("Encounter", "created")
 
-    def seed_row(self, row: DeviceRow, report: SeedReport) -> None:
+    def _unlinked_device(self, device_id: str, report: SeedReport) -> str:
+        existing = self._find_one("Device", device_id, self.system)
+        if existing is not None:
+            report.count("Device", "unchanged")
+            return existing["id"]
+        shell = identifiers.device_shell(device_id, None, self.system)
+        saved = self.client.put(shell)
+        report.count("Device", "created")
+        return (saved.resource or shell)["id"]
+
+    def seed_period(self, row: PeriodRow, report: SeedReport) -> None:
+        patient = self._patient(row.patient_id, report)
+        device = self._unlinked_device(row.device_id, report)
+        wanted = device_use_statement(row, patient, device, self.system)
+        found = self.client.read("DeviceUseStatement", wanted["id"])
+        existing = found.resource if found is not None else None
+        if existing is None:
+            self.client.put(wanted)
+            report.count("DeviceUseStatement", "created")
+            return
+        version = (existing.get("meta") or {}).get("versionId")
+        if all(existing.get(k) == v for k, v in wanted.items()):
+            report.count("DeviceUseStatement", "unchanged")
+            return
+        self.client.put(wanted, if_match=version)
+        report.count("DeviceUseStatement", "updated")
+
+    def seed_row(self, row, report: SeedReport) -> None:
+        if isinstance(row, PeriodRow):
+            self.seed_period(row, report)
+            return
         patient = self._patient(row.patient_id, report)
         self._device(row.device_id, patient, report)
         if row.encounter_id:

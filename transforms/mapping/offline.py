@@ -96,7 +96,31 @@ def observations_of_group(mapping, group: MeasurementGroup, ids: ResolvedIds,
             for og in observation_groups(template, group)]
 
 
-def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
+def device_use_parts(group: MeasurementGroup, device_use
+                     ) -> Iterator[Tuple[MeasurementGroup, Union[ResolvedIds, Exception]]]:
+    """A group cut by an offline device-use table (``device_use.DeviceUseTable``): ``(part, ids)``
+    per patient who wore the device, ``(readings, error)`` for those no period covers. Without
+    a table: the group with its own ids."""
+    from transforms.mapping.device_use import (DeviceUseNotDefinedException,
+                                               DeviceUseNotFoundException, split_group)
+
+    if device_use is None:
+        yield group, offline_ids(group)
+        return
+    periods = device_use.periods(group.device_id)
+    if not periods:
+        yield group, DeviceUseNotDefinedException(f"device {group.device_id}")
+        return
+    split = split_group(group, periods)
+    if split.uncovered:
+        yield (group._replace(measurements=split.uncovered),
+               DeviceUseNotFoundException(f"device {group.device_id}",
+                                          [m.occurrence_time for m in split.uncovered]))
+    for patient, part in split.parts:
+        yield part, ResolvedIds(patient=patient, device=group.device_id, encounter=group.encounter_id)
+
+
+def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]], device_use=None
                      ) -> Iterator[Tuple[Optional[dict], Optional[Failure]]]:
     """``(observation, None)`` per Observation, or ``(None, (line, error))`` per failure.
 
@@ -105,6 +129,10 @@ def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
     value cannot be written (``fhir_values.screen_values``) at its own line while
     the rest of its group goes on. Any exception of
     one group is reported that way, so a bad group never stops the others.
+
+    ``device_use`` (a ``device_use.DeviceUseTable``): the patient of each reading is who wore
+    its device then, as ``--identity-mode LookupByDeviceUse`` decides on a server (patient
+    identifiers stand for logical ids); readings no period covers are failures.
     """
     line_of = {}
     items = []
@@ -123,13 +151,17 @@ def observations_for(mapping, numbered: Iterable[Tuple[int, Measurement]]
             continue
         for m, exc in rejected:  # one bad reading costs only itself
             yield None, (line_of.get(id(m), 0), exc)
-        try:
-            observations = observations_of_group(mapping, group, offline_ids(group))
-        except TemplateNotFoundException:
-            yield None, (_line(group), _not_found(group.measure_type))
-            continue
-        except Exception as e:  # MappingError, or a bug of ours: the other groups go on
-            yield None, (_line(group), e)
-            continue
-        for obs in observations:
-            yield obs, None
+        for part, ids in device_use_parts(group, device_use):
+            if isinstance(ids, Exception):
+                yield None, (_line(part), ids)
+                continue
+            try:
+                observations = observations_of_group(mapping, part, ids)
+            except TemplateNotFoundException:
+                yield None, (_line(part), _not_found(part.measure_type))
+                continue
+            except Exception as e:  # MappingError, or a bug of ours: the other groups go on
+                yield None, (_line(part), e)
+                continue
+            for obs in observations:
+                yield obs, None
