@@ -40,6 +40,7 @@ COMMANDS = (
     "pipelines.debugger.server:register",        # debugger (mapping debugger in the browser)
     "pipelines.commands.replay:register",                 # replay
     "pipelines.commands.templates:register",              # templates list|show|export (template packs)
+    "pipelines.commands.device_use:register",             # misattributed (correcting the past, device use)
 )
 
 #: commands that parse their own argv (filled by ``add_passthrough``)

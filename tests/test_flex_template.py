@@ -60,8 +60,8 @@ def test_every_parameter_has_label_help_and_a_valid_name():
     assert {n for n, p in by_name.items() if not p["isOptional"]} == {"device_mapping", "fhir_mapping",
                                                                        "dead_letter"}
     assert by_name["identity_mode"]["paramType"] == "ENUM"
-    assert [o["value"] for o in by_name["identity_mode"]["enumOptions"]] == ["Create", "Lookup",
-                                                                            "LookupWithEncounter"]
+    assert [o["value"] for o in by_name["identity_mode"]["enumOptions"]] == [
+        "Create", "Lookup", "LookupWithEncounter", "LookupByDeviceUse", "LookupByDeviceUseWithEncounter"]
     assert by_name["bundle_size"]["paramType"] == "NUMBER" and "default 50" in by_name["bundle_size"]["helpText"]
     assert by_name["single_file_outputs"]["paramType"] == "BOOLEAN"
     assert by_name["pubsub_subscription"]["paramType"] == "PUBSUB_SUBSCRIPTION"

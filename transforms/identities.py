@@ -11,7 +11,9 @@ For the reference's modes a group is one part; by device use it is cut at every 
 (``transforms.mapping.device_use.split_group``), and readings no period covers are a part of
 their own that fails, alone.
 """
-from typing import Callable, Iterator, Optional, Tuple, Union
+import threading
+import uuid
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
 from transforms.mapping.grouping import MeasurementGroup
 from transforms.mapping.identifiers import ResolvedIds
@@ -92,6 +94,24 @@ class ServerIdentity:
             yield part, ResolvedIds(patient=patient, device=uses.device, encounter=encounter)
 
 
+_SHARED_CACHES: Dict[str, object] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cache(token: str, make: Callable[[], object]):
+    """The identity cache of one pipeline's identity step in this worker process.
+
+    Why shared: runners build DoFn instances freely (the DirectRunner one per bundle, Dataflow
+    after failures and on rebalancing); a cache per instance would be cold at every bundle,
+    costing a lookup per group and making the TTL meaningless. ``token`` is made when the
+    pipeline is built, so the instances of one pipeline share, and no two pipelines do."""
+    with _SHARED_LOCK:
+        cache = _SHARED_CACHES.get(token)
+        if cache is None:
+            cache = _SHARED_CACHES[token] = make()
+        return cache
+
+
 class ServerIdentityFactory:
     """Identity resolution against the FHIR server, in the reference's modes or by device use."""
 
@@ -101,13 +121,19 @@ class ServerIdentityFactory:
         self.mode = mode
         self.device_system = device_system
         self.cache_seconds = cache_seconds
+        self.cache_token = uuid.uuid4().hex
 
     def __call__(self):
         from transforms import metrics
-        from transforms.fhir.identity import IdentityService
+        from transforms.fhir.identity import IdentityService, TtlLruCache, default_cache_seconds
         client_factory, mode, system, seconds = (self.client_factory, self.mode, self.device_system,
                                                  self.cache_seconds)
+        mode = IdentityService.canonical_mode(mode)
+        if seconds is None:
+            seconds = default_cache_seconds(mode)
+        by_device_use = IdentityService.is_device_use_mode(mode)
+        cache = shared_cache(self.cache_token, lambda: TtlLruCache(sliding_seconds=seconds,
+                                                                   sliding=not by_device_use))
         overlaps = metrics.counter(metrics.NAMESPACE, "DeviceUseOverlap")
-        return ServerIdentity(lambda: IdentityService(client_factory(), mode, system or None,
-                                                      cache_seconds=seconds),
+        return ServerIdentity(lambda: IdentityService(client_factory(), mode, system or None, cache=cache),
                               on_overlap=overlaps.inc)

@@ -164,11 +164,12 @@ class TtlLruCache:
 
 
 class IdentityService:
-    """Resolve a group's identities in one of the reference's three modes, with caching."""
+    """Resolve a group's identities in one of the reference's three modes, with caching, or
+    give a device's use periods (``device_uses``) in the device-use modes."""
 
-    def __init__(self, client: FhirClient, mode: str = "Lookup",
-                 default_device_identifier_system: Optional[str] = None,
-                 cache: Optional[TtlLruCache] = None, cache_seconds: Optional[float] = None):
+    @staticmethod
+    def canonical_mode(mode: str) -> str:
+        """A mode as given (any case, or the reference's class names) -> its name in ``MODES``."""
         canonical = {m.lower(): m for m in MODES}
         # the reference also accepts its class names; the mode word is the useful part
         key = mode.strip().lower()
@@ -179,7 +180,16 @@ class IdentityService:
             canonical[alias] = m
         if key not in canonical:
             raise ValueError(f"unknown resource identity mode {mode!r} (one of {MODES})")
-        self.mode = canonical[key]
+        return canonical[key]
+
+    @classmethod
+    def is_device_use_mode(cls, mode: str) -> bool:
+        return cls.canonical_mode(mode) in DEVICE_USE_MODES
+
+    def __init__(self, client: FhirClient, mode: str = "Lookup",
+                 default_device_identifier_system: Optional[str] = None,
+                 cache: Optional[TtlLruCache] = None, cache_seconds: Optional[float] = None):
+        self.mode = self.canonical_mode(mode)
         self.client = client
         self.device_system = default_device_identifier_system or None
         self.by_device_use = self.mode in DEVICE_USE_MODES
@@ -221,6 +231,13 @@ class IdentityService:
         ``FhirResourceNotFoundException(Device)`` / ``MultipleResourceFoundException`` as
         Lookup, and ``DeviceUseNotDefinedException`` when no statement counts (cached too: a
         device that keeps sending costs one lookup per TTL, not one per group)."""
+        cached = self.uses_of(device_id)
+        if not cached.periods:
+            raise device_use.DeviceUseNotDefinedException(f"Device/{cached.device}")
+        return cached
+
+    def uses_of(self, device_id: str) -> "DeviceUses":
+        """``device_uses`` without the error for a device with no counting period."""
         if not device_id:
             raise ResourceIdentityNotDefinedException("Device")
         cached = self.cache.get(device_id)
@@ -232,8 +249,6 @@ class IdentityService:
                                             {"device": f"Device/{device['id']}", "_count": "100"})
             cached = DeviceUses(device["id"], tuple(device_use.periods_of_statements(statements)))
             self.cache.put(device_id, cached)
-        if not cached.periods:
-            raise device_use.DeviceUseNotDefinedException(f"Device/{cached.device}")
         return cached
 
     def encounter_for(self, encounter_id: Optional[str], patient: str) -> Optional[str]:
