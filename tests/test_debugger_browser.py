@@ -121,3 +121,29 @@ def test_type_an_error_see_it_at_its_line_fix_it_see_the_observation(page, tmp_p
     out = os.environ.get("IOMT_SCREENSHOT_DIR")
     if out:
         shutil.copy(shot, pathlib.Path(out) / "debugger.png")
+
+
+@pytest.mark.timeout(60)
+def test_a_device_use_table_splits_the_hour_between_wearers(page):
+    """Type a device-use table: the example's hour of heart rate goes to two patients, handed
+    over at 08:03, one Observation each; a bad row is a problem at its line of that editor."""
+    before = _runs(page)
+    page.select_option("#example", "heartrate")
+    _wait_for_run_after(page, before)
+    assert page.locator("#observations .card.observation").count() == 1
+    table = page.locator('textarea[data-file="deviceUse"]')
+    table.click()
+    before = _runs(page)
+    table.fill("device-000,patient-a,2026-01-05T08:00:00Z,2026-01-05T08:03:00Z\n"
+               "device-000,patient-b,2026-01-05T08:03:00Z,\n"
+               "device-000,,2026-01-05,\n")
+    _wait_for_run_after(page, before)
+    cards = page.locator("#observations .card.observation")
+    assert cards.count() == 2
+    assert "Patient/patient-a" in cards.nth(0).inner_text() and "Patient/patient-b" in cards.nth(1).inner_text()
+    assert page.locator('#problems li[data-file="deviceUse"][data-line="3"]').count() == 1
+    assert page.locator('#editor-deviceUse .gutter .ln.error[data-line="3"]').count() == 1
+    before = _runs(page)
+    table.fill("")
+    _wait_for_run_after(page, before)
+    assert page.locator("#observations .card.observation").count() == 1

@@ -138,3 +138,39 @@ def test_transform_with_a_device_use_table_splits_the_hour():
     plain = [o for o, f in observations_for(mapping, numbered[:3]) if o]
     assert [o["subject"]["reference"] for o in plain] == ["Patient/p-from-message"]
     assert json.dumps(plain[0]).count("70") >= 1
+
+
+def test_debugger_takes_a_device_use_table():
+    from pipelines.debugger.engine import run
+    from pipeline_fixtures import DEVICE
+
+    messages = "\n".join(json.dumps({"hr": hr, "dev": "d1", "pat": "p-msg", "at": at}) for hr, at in (
+        (60, "2026-03-01T10:00:00Z"), (70, "2026-03-01T10:40:00Z"), (99, "2026-02-01T10:00:00Z")))
+    table = "device,patient,start,end\nd1,a,2026-03-01,2026-03-01T10:30:00Z\nd1,b,2026-03-01T10:30:00Z,\nd1,,,\n"
+    answer = run({"deviceMapping": DEVICE, "fhirMapping": FHIR, "messages": messages, "deviceUse": table})
+    assert [(o["subject"]["reference"], o["valueSampledData"]["data"]) for o in answer["observations"]] == [
+        ("Patient/a", "60 E E E E E"), ("Patient/b", "E E E E 70 E")]
+    assert [(e["index"], e["stage"], e["error"]) for e in answer["errors"]] == [
+        (3, "identity", "DeviceUseNotFoundException")]
+    assert [(p["file"], p["line"]) for p in answer["problems"]] == [("deviceUse", 4)]
+    plain = run({"deviceMapping": DEVICE, "fhirMapping": FHIR, "messages": messages})
+    assert {o["subject"]["reference"] for o in plain["observations"]} == {"Patient/p-msg"}
+
+
+def test_transform_command_takes_device_use(tmp_path, capsys):
+    from pipelines import cli
+
+    (tmp_path / "fm.json").write_text(FHIR)
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x.to_json()) for x in (
+        m("2026-03-01T10:00:00Z", "60"), m("2026-03-01T10:40:00Z", "70"))) + "\n")
+    (tmp_path / "use.csv").write_text("d1,a,2026-03-01T00:00:00Z,2026-03-01T10:30:00Z\nd1,b,2026-03-01T10:30:00Z,\n")
+    args = ["transform", "--fhir-mapping", str(tmp_path / "fm.json"), "--input", str(tmp_path / "m.jsonl")]
+    assert cli.main(args + ["--device-use", str(tmp_path / "use.csv")]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(o["subject"]["reference"], o["valueSampledData"]["data"]) for o in out] == [
+        ("Patient/a", "60 E E E E E"), ("Patient/b", "E E E E 70 E")]
+    (tmp_path / "use.csv").write_text("d1,a,not a time,\n")
+    with pytest.raises(SystemExit) as refused:  # as the other mapping commands refuse their inputs
+        cli.main(args + ["--device-use", str(tmp_path / "use.csv")])
+    assert refused.value.code == 2
+    assert "use.csv:1: error: a device use row's period is unusable" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from transforms.mapping.validation import DEVICE, FHIR, problems_of
 INPUT_FORMATS = ("body", "envelope")
 STAGE_NORMALIZATION = "normalization"
 STAGE_FHIR_CONVERSION = "fhir_conversion"
+STAGE_IDENTITY = "identity"  # a reading no period of the device-use table covers
 DEVICE_USE = "deviceUse"  # problems of the device-use table (``file``)
 EMPTY_DEVICE = "The device mapping is empty: write one, open a file or pick an example."
 
@@ -171,8 +172,9 @@ def run(request: Any) -> Dict[str, Any]:
     for observation, failure in observations_for(fhir, numbered, table):
         if failure is not None:
             line, exc = failure
+            stage = STAGE_IDENTITY if getattr(exc, "stage", None) == STAGE_IDENTITY else STAGE_FHIR_CONVERSION
             result["errors"].append({"index": line, "error": _error_type(exc), "message": str(exc),
-                                     "stage": STAGE_FHIR_CONVERSION})
+                                     "stage": stage})
             continue
         result["observations"].append(observation)
         result["sampledData"].append(sampled_data_points(observation))

@@ -185,6 +185,7 @@ def cmd_debugger(args) -> int:
         ("deviceMapping", _read(args.device_mapping, "device mapping")),
         ("fhirMapping", _read(args.fhir_mapping, "FHIR mapping")),
         ("messages", _read(args.messages, "messages")),
+        ("deviceUse", _read(args.device_use, "device-use table")),
         ("inputFormat", args.input_format)) if v is not None}
     try:
         server = make_server(args.host, args.port, initial)
@@ -215,6 +216,8 @@ def register(sub) -> None:
     d.add_argument("--device-mapping", help="device mapping to start with")
     d.add_argument("--fhir-mapping", help="FHIR mapping to start with")
     d.add_argument("--messages", help="test messages to start with (JSON lines)")
+    d.add_argument("--device-use", help="device-use CSV to start with (device,patient,start,end[,status]): "
+                                        "each reading goes to who wore its device then")
     d.add_argument("--input-format", choices=("body", "envelope"), default="body",
                    help="messages are bodies (default) or {Body, Properties, SystemProperties} envelopes")
     d.set_defaults(func=cmd_debugger)

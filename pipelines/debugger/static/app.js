@@ -105,7 +105,7 @@ class Editor {
 }
 
 // ---- state ---------------------------------------------------------------------------
-const FILES = { device: "Device mapping", fhir: "FHIR mapping", messages: "Test messages" };
+const FILES = { device: "Device mapping", fhir: "FHIR mapping", messages: "Test messages", deviceUse: "Device use" };
 const editors = {};
 let examples = [];
 let maxRequestBytes = 4 * 1024 * 1024;
@@ -134,7 +134,8 @@ function schedule() {
 async function run() {
   const mine = ++sequence;
   const body = JSON.stringify({ deviceMapping: editors.device.value, fhirMapping: editors.fhir.value,
-                                messages: editors.messages.value, inputFormat: inputFormat() });
+                                messages: editors.messages.value, deviceUse: editors.deviceUse.value,
+                                inputFormat: inputFormat() });
   if (new Blob([body]).size > maxRequestBytes) {
     setStatus(`too large to run (limit ${Math.round(maxRequestBytes / 1048576)} MiB)`, "failed");
     return;
@@ -184,7 +185,7 @@ function messageLines(text) {
 function render(answer) {
   // problems pane + marks in the mapping editors
   const list = document.getElementById("problems");
-  const marks = { device: new Map(), fhir: new Map() };
+  const marks = { device: new Map(), fhir: new Map(), deviceUse: new Map() };
   const items = answer.problems.map((p) => {
     if (p.line > 0 && marks[p.file] && marks[p.file].get(p.line) !== "error") marks[p.file].set(p.line, p.severity);
     const where = p.file + (p.line > 0 ? `:${p.line}:${p.column}` : "");
@@ -197,6 +198,7 @@ function render(answer) {
   setCount("problems-count", answer.problems.length, answer.problems.some((p) => p.severity === "error"));
   editors.device.setMarks(marks.device);
   editors.fhir.setMarks(marks.fhir);
+  editors.deviceUse.setMarks(marks.deviceUse);
 
   // measurements, per message line
   const byLine = new Map();
@@ -333,6 +335,7 @@ function load(state) {
   editors.device.value = state.deviceMapping || "";
   editors.fhir.value = state.fhirMapping || "";
   editors.messages.value = state.messages || "";
+  editors.deviceUse.value = state.deviceUse || "";
   setInputFormat(state.inputFormat);
   run();
 }
@@ -373,7 +376,7 @@ async function start() {
   examples = startState.examples;
   maxRequestBytes = startState.maxRequestBytes || maxRequestBytes;
   const initial = startState.initial || {};
-  const fromFiles = ["deviceMapping", "fhirMapping", "messages"].some((k) => k in initial);
+  const fromFiles = ["deviceMapping", "fhirMapping", "messages", "deviceUse"].some((k) => k in initial);
   if (fromFiles) select.append(el("option", { value: "" }, "Files from the command line"));
   for (const ex of examples) select.append(el("option", { value: ex.id }, ex.label));
   select.addEventListener("change", () => {
