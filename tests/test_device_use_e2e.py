@@ -406,3 +406,28 @@ def test_correcting_the_past_rerun_then_misattributed_reports_and_corrects(tmp_p
     before = observations(fhir_base_url, system, dev)
     assert launch.main(args) == 0
     assert observations(fhir_base_url, system, dev) == before
+
+
+def test_overlaps_are_counted_and_check_probes_device_use(fhir_base_url, unique):
+    from pipelines.run import preflight
+
+    dev, a, b = f"ov-dev-{unique}", f"ov-a-{unique}", f"ov-b-{unique}"
+    system = f"urn:ov:{unique}"
+    client = FhirClient(fhir_base_url)
+    try:
+        assert not Seeder(client, system).seed([(1, PeriodRow(dev, a, "2026-03-01T08:00:00Z")),  # left open
+                                                (2, PeriodRow(dev, b, "2026-03-01T10:00:00Z"))]).errors
+        warned = []
+        identity = ServerIdentity(lambda: IdentityService(client, "LookupByDeviceUse", system),
+                                  on_overlap=warned.append)
+        (group,) = measurement_groups([measurement(dev, "2026-03-01T09:00:00Z"),
+                                       measurement(dev, "2026-03-01T10:00:00Z"),
+                                       measurement(dev, "2026-03-01T11:00:00Z")])
+        parts = [(len(part.measurements), ids.patient) for part, ids in identity.parts(group)]
+        pa, pb = (one_id(fhir_base_url, "Patient", identifier=p) for p in (a, b))
+        assert parts == [(1, pa), (2, pb)]  # the latest start wins where both cover
+        assert warned == [2]
+    finally:
+        client.close()
+    passed = preflight.check_fhir(fhir_base_url, identity_mode="LookupByDeviceUse", device_system=system)
+    assert "search DeviceUseStatement?device: authorised" in passed

@@ -65,8 +65,8 @@ class DeviceUseNotDefinedException(MappingError):
     stage = "identity"
 
     def __init__(self, device: str):
-        super().__init__(f"{device} has no DeviceUseStatement with status active, completed or "
-                         "intended and a timingPeriod")
+        super().__init__(f"{device} has no device use period (a DeviceUseStatement with status active, "
+                         "completed or intended and a timingPeriod)")
         self.err_name = "DeviceUseNotDefinedException"
 
 

@@ -109,12 +109,12 @@ def device_use_parts(group: MeasurementGroup, device_use
         return
     periods = device_use.periods(group.device_id)
     if not periods:
-        yield group, DeviceUseNotDefinedException(f"device {group.device_id}")
+        yield group, DeviceUseNotDefinedException("the device")  # its identifier: not in messages
         return
     split = split_group(group, periods)
     if split.uncovered:
         yield (group._replace(measurements=split.uncovered),
-               DeviceUseNotFoundException(f"device {group.device_id}",
+               DeviceUseNotFoundException("the device",
                                           [m.occurrence_time for m in split.uncovered]))
     for patient, part in split.parts:
         yield part, ResolvedIds(patient=patient, device=group.device_id, encounter=group.encounter_id)
