@@ -174,3 +174,31 @@ def test_transform_command_takes_device_use(tmp_path, capsys):
         cli.main(args + ["--device-use", str(tmp_path / "use.csv")])
     assert refused.value.code == 2
     assert "use.csv:1: error: a device use row's period is unusable" in capsys.readouterr().err
+
+
+def test_judging_an_observation_after_a_correction():
+    from transforms.fhir.writer import without_server_meta
+    from transforms.mapping import device_use_audit as audit
+    from transforms.mapping.identifiers import SERVICE_SYSTEM
+
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final",
+           "meta": {"versionId": "7", "lastUpdated": "2026-03-02T00:00:00Z", "profile": ["urn:p"]},
+           "identifier": [{"system": SERVICE_SYSTEM, "value": "a.d1.heartrate.x"}],
+           "subject": {"reference": "Patient/a"},
+           "effectivePeriod": {"start": "2026-03-01T10:00:00.0000000Z", "end": "2026-03-01T10:59:59.9999999Z"},
+           "valueSampledData": {"origin": {"value": 0}, "period": 600000, "dimensions": 1,
+                                "data": "60 E 61 E 70 71"}}
+    verdict = audit.judge(obs, [A, B])
+    assert verdict[:3] == (audit.PARTLY, 4, 2)
+    sent = without_server_meta(verdict.corrected)
+    assert sent["valueSampledData"]["data"] == "60 E 61 E E E" and sent["status"] == "amended"
+    assert sent["meta"] == {"profile": ["urn:p"]}  # the Observation's own meta stays
+    assert obs["valueSampledData"]["data"] == "60 E 61 E 70 71"  # judged, not changed
+    assert audit.judge(obs, [B]).finding == audit.WHOLLY
+    assert audit.judge(obs, [B]).corrected["status"] == "entered-in-error"
+    assert audit.judge(obs, [UsePeriod("a")]).finding == audit.CORRECT
+    assert audit.judge(dict(obs, identifier=[{"system": "urn:other", "value": "x"}]), [B]).finding == audit.NOT_OURS
+    assert audit.judge(dict(obs, status="entered-in-error"), [B]).finding == audit.WITHDRAWN
+    instant = dict(obs, effectivePeriod={"start": "2026-03-01T10:45:00Z", "end": "2026-03-01T10:45:00Z"})
+    del instant["valueSampledData"]
+    assert audit.judge(instant, [A, B]).finding == audit.WHOLLY

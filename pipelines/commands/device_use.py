@@ -56,6 +56,7 @@ def cmd_misattributed(args: argparse.Namespace) -> int:
     from transforms.fhir.auth import AuthError, auth_from_options
     from transforms.fhir.client import FhirClient, FhirError
     from transforms.fhir.identity import IdentityService
+    from transforms.fhir.writer import without_server_meta
     from transforms.mapping import device_use_audit as audit
     from transforms.mapping.device_use import instant_range
     from transforms.mapping.errors import MappingError
@@ -96,7 +97,8 @@ def cmd_misattributed(args: argparse.Namespace) -> int:
                 done = False
                 if args.correct and verdict.corrected is not None:
                     try:
-                        client.put(verdict.corrected, if_match=(observation.get("meta") or {}).get("versionId"))
+                        client.put(without_server_meta(verdict.corrected),  # keeps meta.profile
+                                   if_match=(observation.get("meta") or {}).get("versionId"))
                         done, corrected = True, corrected + 1
                     except FhirError as e:  # e.g. 412: written meanwhile; run again
                         print(f"Observation/{observation['id']}: not corrected: {e}", file=sys.stderr)

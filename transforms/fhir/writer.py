@@ -338,3 +338,7 @@ def _without_meta(resource: dict) -> dict:
     if meta:
         out["meta"] = meta
     return out
+
+
+#: what any write of an Observation read from the server sends (``iomt-fhir misattributed`` too)
+without_server_meta = _without_meta

@@ -35,7 +35,8 @@ class Verdict(NamedTuple):
     finding: str
     readings: int
     wrong: int
-    #: the corrected Observation to PUT (``None``: nothing to do, or it cannot be cut)
+    #: the corrected Observation to PUT, its ``meta`` as read (``None``: nothing to do, or it
+    #: cannot be cut)
     corrected: Optional[dict] = None
 
 
@@ -91,14 +92,12 @@ def judge(observation: dict, periods: Sequence[UsePeriod]) -> Verdict:
     if wrong == readings:
         return Verdict(WHOLLY, readings, wrong, _withdrawn(observation))
     corrected["status"] = "amended"
-    corrected.pop("meta", None)
     return Verdict(PARTLY, readings, wrong, corrected)
 
 
 def _withdrawn(observation: dict) -> dict:
     out = copy.deepcopy(observation)
     out["status"] = "entered-in-error"
-    out.pop("meta", None)
     return out
 
 
