@@ -431,3 +431,20 @@ def test_overlaps_are_counted_and_check_probes_device_use(fhir_base_url, unique)
         client.close()
     passed = preflight.check_fhir(fhir_base_url, identity_mode="LookupByDeviceUse", device_system=system)
     assert "search DeviceUseStatement?device: authorised" in passed
+
+
+@pytest.mark.timeout(60)
+def test_a_statement_left_open_is_an_overlap_the_run_summary_shows(tmp_path, fhir_base_url, unique, capsys):
+    dev, a, b = f"lo-dev-{unique}", f"lo-a-{unique}", f"lo-b-{unique}"
+    system = f"urn:lo:{unique}"
+    (tmp_path / "dm.json").write_text(DEVICE)
+    (tmp_path / "fm.json").write_text(FHIR)
+    (tmp_path / "in.jsonl").write_text("\n".join([line(dev, "2026-03-01T10:00:00Z", hr=60),
+                                                  line(dev, "2026-03-01T10:40:00Z", hr=70)]) + "\n")
+    assert seed_periods(fhir_base_url, tmp_path / "p.csv", system,
+                        [(dev, a, "2026-03-01T08:00:00Z", "", ""), (dev, b, HANDOVER, "", "")]) == 0
+    capsys.readouterr()
+    assert launch.main(run_args(tmp_path, fhir_base_url, system, "LookupByDeviceUse", "dead")) == 0
+    assert "DeviceUseOverlap=1 " in capsys.readouterr().err
+    assert [o[:4] for o in observations(fhir_base_url, system, dev)] == [
+        ("heartrate", a, "2026-03-01T10:00:00", "60 E E E E E"), ("heartrate", b, "2026-03-01T10:00:00", "E E E E 70 E")]

@@ -27,7 +27,7 @@ from transforms.metrics import ERROR_PREFIX
 from transforms.records.dead_letter import INFRASTRUCTURE_STAGES, STAGES as STAGE_ORDER
 
 SUMMARY_COUNTERS = ("DeviceEvent", "NormalizedEvent", "DroppedEvent", "LateMeasurementRegrouped",
-                    "MeasurementGroup", "ObservationCreated", "ObservationUpdated",
+                    "MeasurementGroup", "DeviceUseOverlap", "ObservationCreated", "ObservationUpdated",
                     "ObservationNoOperation", "FHIRResourceContention")
 SAVED = tuple(METRIC_SAVED.values())
 
