@@ -202,3 +202,28 @@ def test_judging_an_observation_after_a_correction():
     instant = dict(obs, effectivePeriod={"start": "2026-03-01T10:45:00Z", "end": "2026-03-01T10:45:00Z"})
     del instant["valueSampledData"]
     assert audit.judge(instant, [A, B]).finding == audit.WHOLLY
+
+
+def test_a_slot_cut_by_the_handover_is_right_on_both_sides():
+    """Handover at 10:35 inside the 10:30 slot: A's reading at 10:32 and B's at 10:36 are both in
+    that slot of their own Observation; neither is misattributed (nor blanked by --correct)."""
+    from transforms.mapping import device_use_audit as audit
+    from transforms.mapping.identifiers import SERVICE_SYSTEM
+
+    a = UsePeriod("a", t("2026-03-01T00:00:00Z"), t("2026-03-01T10:35:00.9999999Z"), t("2026-03-01T10:35:00Z"))
+    b = UsePeriod("b", t("2026-03-01T10:35:00Z"))
+    mapping = load_fhir_mapping(FHIR)
+    table = DeviceUseTable([PeriodRow("d1", "a", "2026-03-01T00:00:00Z", "2026-03-01T10:35:00Z"),
+                            PeriodRow("d1", "b", "2026-03-01T10:35:00Z")])
+    out = [o for o, f in observations_for(mapping, list(enumerate(
+        [m("2026-03-01T10:32:00Z", "1"), m("2026-03-01T10:36:00Z", "2"), m("2026-03-01T10:50:00Z", "3")], 1)), table)]
+    assert [(o["subject"]["reference"], o["valueSampledData"]["data"]) for o in out] == [
+        ("Patient/a", "E E E 1 E E"), ("Patient/b", "E E E 2 E 3")]
+    for o in out:
+        o["identifier"] = [{"system": SERVICE_SYSTEM, "value": o["identifier"][0]["value"]}]
+        assert audit.judge(o, [a, b]).finding == audit.CORRECT
+    # the same Observations against periods where B took over at 10:45: B's 10:30 slot is wrong
+    late = [UsePeriod("a", a.start, t("2026-03-01T10:45:00.9999999Z"), t("2026-03-01T10:45:00Z")),
+            UsePeriod("b", t("2026-03-01T10:45:00Z"))]
+    verdict = audit.judge(out[1], late)
+    assert verdict[:3] == (audit.PARTLY, 2, 1) and verdict.corrected["valueSampledData"]["data"] == "E E E E E 3"

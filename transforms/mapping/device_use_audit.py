@@ -14,9 +14,10 @@ the Observations, reports them, and with ``--correct`` applies ``correction``:
   an Observation whose value is not SampledData cannot be cut and is only reported.
 
 Only Observations this connector wrote are judged: an identifier with its system
-(``identifiers.SERVICE_SYSTEM``); anything else is never touched. The time of a SampledData
-reading is its slot's start (a slot the handover cuts belongs to whoever wore the device when it
-began); of any other value, the effective period's start and end (both must be the subject's).
+(``identifiers.SERVICE_SYSTEM``); anything else is never touched. A SampledData reading is only
+known by its slot: it is the subject's when the subject wore the device at any time of that slot
+(a handover inside a slot leaves a reading in it on both sides, each rightly); any other value
+must be the subject's at the effective period's start and end.
 Pure: no HTTP.
 """
 import copy
@@ -25,7 +26,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 from transforms.mapping import timeutil
 from transforms.mapping.device_use import UsePeriod, choose
 from transforms.mapping.identifiers import SERVICE_SYSTEM, reference_id
-from transforms.mapping.sampled_data import sampled_data_to_time_values
+from transforms.mapping.sampled_data import period_ticks, sampled_data_to_time_values
 
 CORRECT, PARTLY, WHOLLY, NOT_OURS = "correct", "partly-misattributed", "misattributed", "not-ours"
 WITHDRAWN = "withdrawn"  # already entered-in-error: nothing left to judge
@@ -49,9 +50,15 @@ def _sampled_data_places(observation: dict) -> List[dict]:
     return [p for p in places if (p.get("valueSampledData") or {}).get("data")]
 
 
-def _belongs(periods: Sequence[UsePeriod], t: int, patient: str) -> bool:
-    chosen = choose(periods, t).period
-    return chosen is not None and chosen.patient == patient
+def _belongs(periods: Sequence[UsePeriod], t: int, patient: str, until: Optional[int] = None) -> bool:
+    """Whether ``patient`` wore the device at ``t`` or, for a slot, at any time up to ``until``
+    (a handover inside a slot: both wearers' Observations may hold a reading in it)."""
+    times = [t] + ([p.start for p in periods if t < p.start <= until] if until is not None else [])
+    for x in times:
+        chosen = choose(periods, x).period
+        if chosen is not None and chosen.patient == patient:
+            return True
+    return False
 
 
 def judge(observation: dict, periods: Sequence[UsePeriod]) -> Verdict:
@@ -78,12 +85,13 @@ def judge(observation: dict, periods: Sequence[UsePeriod]) -> Verdict:
     for place, fixed in zip(places, _sampled_data_places(corrected)):
         sd = place["valueSampledData"]
         tokens = sd["data"].split(" ")
+        step = period_ticks(sd["period"])
         for k, (t, token) in enumerate(sampled_data_to_time_values(sd["data"], start, sd["period"],
                                                                     preserve_errors=True)):
             if token == "E":
                 continue
             readings += 1
-            if not _belongs(periods, t, subject):
+            if not _belongs(periods, t, subject, t + step - 1):
                 wrong += 1
                 tokens[k] = "E"
         fixed["valueSampledData"]["data"] = " ".join(tokens)
