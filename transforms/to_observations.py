@@ -143,6 +143,8 @@ class FoldByIdDoFn(beam.DoFn):
     def process(self, element):
         _, items = element
         items = sorted(items, key=lambda i: (i.group.start, i.group.end))
+        if not items:  # an empty pane (Beam 2.77's streaming direct runner fires them): nothing to fold
+            return
         current = items[0].observation
         for item in items[1:]:
             current, _ = self._merge(item, current)

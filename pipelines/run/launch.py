@@ -24,7 +24,8 @@ from pipelines.launch_errors import LaunchError, check_http_url, one_line, run_r
 from pipelines.run import help as run_help, preflight
 from pipelines.run import progress as progress_report
 from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
-from pipelines.run.runners import fill_cached_runner_artifacts, flink_kafka_args, resolve_runner_aliases
+from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, resolve_runner_aliases,
+                                   runner_line, with_default_runner)
 from pipelines.run.summary import print_summary
 from transforms.sinks.bulk_ndjson import write_bulk
 from transforms.sinks.json_files import write_json_lines
@@ -73,7 +74,12 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
             argv = argv + extra
             options = PipelineOptions(argv)
             opts = options.view_as(IomtFhirOptions)
+    given = argv
     if streaming:
+        argv = with_default_runner(argv, streaming)
+        if argv != given:
+            options = PipelineOptions(argv)
+            opts = options.view_as(IomtFhirOptions)
         options.view_as(StandardOptions).streaming = True
     missing = [flag for flag, value in (("--device-mapping", opts.device_mapping),
                                         ("--fhir-mapping", opts.fhir_mapping),
@@ -113,6 +119,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
     # a dry run (Dataflow's --dry_run) only translates the job: nothing reaches the server
     if not opts.skip_preflight and not options.get_all_options().get("dry_run"):
         preflight.check_launch(opts)
+    print(runner_line(argv, given), file=sys.stderr)  # the run's first line
     p = beam.Pipeline(options=options)
     try:
         out = build(p, opts, device_text, fhir_text, streaming)

@@ -39,6 +39,31 @@ def runner_key(runner: Any) -> str:
     return key[:-len("runner")] if key.endswith("runner") else key
 
 
+#: What runs a stream when the user names no runner. Beam's default, DirectRunner, decides at
+#: run time, and for this stream job (the FHIR writer's processing-time flush timer) it runs
+#: BundleBasedDirectRunner; naming it here makes that choice explicit, so the run can say it
+#: in its first line instead of the user guessing. Batch keeps Beam's DirectRunner (Prism
+#: when Beam judges the job fits it, else FnApiRunner; Beam's own log line names the one).
+STREAMING_DEFAULT_RUNNER = "BundleBasedDirectRunner"
+
+
+def with_default_runner(argv: List[str], streaming: bool) -> List[str]:
+    """``argv`` plus ``--runner=BundleBasedDirectRunner`` for a stream that names no runner."""
+    if streaming and not runner_in(argv):
+        return list(argv) + ["--runner=" + STREAMING_DEFAULT_RUNNER]
+    return list(argv)
+
+
+def runner_line(argv: List[str], given: List[str]) -> str:
+    """The run's first line: which runner runs it, and why when the user did not name it."""
+    name = _value(list(argv), "--runner") or "DirectRunner"
+    if runner_in(given):
+        return f"iomt-fhir: runner: {name}"
+    if runner_key(name) == "bundlebaseddirect":
+        return f"iomt-fhir: runner: {name} (a stream, no --runner given)"
+    return f"iomt-fhir: runner: {name} (no --runner given: Beam runs it on Prism when it can, else FnApiRunner)"
+
+
 def runner_in(argv: List[str]) -> str:
     """The ``runner_key`` of the ``--runner`` an argv gives ('' when none)."""
     return runner_key(_value(list(argv), "--runner") or None)

@@ -146,9 +146,10 @@ class WriteObservationsFn(beam.DoFn):
             yield from self._flush(items, count, flush)
 
     @on_timer(FLUSH)
-    def on_flush(self, items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
-                 flush=beam.DoFn.TimerParam(FLUSH)):
-        yield from self._flush(items, count, flush)
+    def on_flush(self, items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT)):
+        # The timer that fired needs no clearing: Prism 2.77 fires a processing-time timer that
+        # is cleared, so clearing it here looped forever (a batch job on Prism never finished).
+        yield from self._flush(items, count, None)
 
     @on_timer(WATERMARK)
     def on_watermark(self, items=beam.DoFn.StateParam(ITEMS), count=beam.DoFn.StateParam(COUNT),
@@ -164,10 +165,12 @@ class WriteObservationsFn(beam.DoFn):
             client.close()
 
     def _flush(self, items, count, flush):
+        """Write what is buffered; ``flush``: the processing-time timer to clear, or None."""
         buffered = list(items.read())
         items.clear()
         count.clear()
-        flush.clear()
+        if flush is not None and self.flush_seconds > 0:  # never set otherwise (batch)
+            flush.clear()
         if not buffered:
             return
         # the write happens here, inside the key's callback: see "One writer per Observation"

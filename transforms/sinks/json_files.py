@@ -18,6 +18,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 WINDOW_SECONDS = 60
 FLUSH_SECONDS = 10
@@ -28,6 +29,19 @@ def flushed_windows(window_seconds: int = WINDOW_SECONDS, flush_seconds: int = F
         window.FixedWindows(window_seconds),
         trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(flush_seconds)),
         accumulation_mode=trigger.AccumulationMode.DISCARDING)
+
+
+class _NoTimestampToNow(beam.DoFn):
+    """An element without a timestamp (Beam's minimum: records of a file read, as its dead
+    letters of a ``--streaming`` run over files) gets the processing time instead. A fixed window
+    around the minimum timestamp starts before it, and Beam's file writer fails building that
+    window's result ("Python int too large to convert to C long"); later is always allowed."""
+
+    def process(self, line, ts=beam.DoFn.TimestampParam):
+        if ts <= MIN_TIMESTAMP:
+            yield window.TimestampedValue(line, Timestamp.now())
+        else:
+            yield line
 
 
 def pane_file_naming(prefix: str, suffix: str = ""):
@@ -56,6 +70,7 @@ def write_json_lines(pcoll, prefix: str, streaming: bool, single_file: bool, lab
     lines = pcoll | f"{label}ToJson" >> beam.Map(_to_json_line)
     if streaming:
         return (lines
+                | f"{label}Stamp" >> beam.ParDo(_NoTimestampToNow())
                 | f"{label}Window" >> flushed_windows()
                 | f"{label}Write" >> fileio.WriteToFiles(path=prefix, shards=1,
                                                          file_naming=pane_file_naming(label, ".jsonl")))
