@@ -77,7 +77,7 @@ def ceiling_run(base_url: str, items, bundle_size: int, in_flight: int = 1) -> f
     ``in_flight`` threads with a session each (the fair comparison for a writer that
     keeps that many bundles in flight)."""
     bundles = [{"resourceType": "Bundle", "type": "transaction",
-                "entry": [put_entry(it.observation) for it in items[i:i + bundle_size]]}
+                "entry": [put_entry(it.observation, base_url=base_url) for it in items[i:i + bundle_size]]}
                for i in range(0, len(items), bundle_size)]
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 

@@ -1,12 +1,23 @@
 """Pytest fixtures for FHIR integration tests (registered from conftest.py).
 
-``fhir_base_url`` (session): the local Medplum-based server started with
-``scripts/fhir-server`` on a free loopback port, stopped at the end of the session; or an
-external server when ``IOMT_FHIR_URL`` is set (nothing is started then). The in-memory
-server is shared by the session, so tests use unique identifiers (``unique``) instead
+Two real servers, each started once per session on a free loopback port, only when a test
+asks for it:
+
+- ``medplum_base_url``: Medplum's router, ``scripts/fhir-server`` (in memory, Node);
+- ``hapi_base_url``: HAPI FHIR's JPA server, ``scripts/hapi-fhir-server`` (H2 on disk, Java),
+  with ``--validate-requests``: HAPI validates every resource written to it and refuses (422)
+  any with a validation error, so every Observation a HAPI test writes is valid FHIR R4 (a
+  refused one is dead-lettered and the test's counts fail).
+
+``fhir_base_url`` (function) is the one a test uses: Medplum's unless the test is run on both
+(``@pytest.mark.both_fhir_servers`` on the test or module: ``pytest_generate_tests`` below
+parametrizes ``fhir_server_kind`` with ``medplum`` and ``hapi``, ids ``[medplum]``/``[hapi]``).
+``IOMT_FHIR_URL`` (``IOMT_HAPI_FHIR_URL``) points the tests at an external server instead of
+Medplum's (HAPI's): nothing is started then.
+The servers are shared by the session, so tests use unique identifiers (``unique``) instead
 of relying on an empty server.
 
-``fault_proxy`` (function): a :class:`fault_proxy.FaultProxy` in front of it.
+``fault_proxy`` (function): a :class:`fault_proxy.FaultProxy` in front of ``fhir_base_url``.
 """
 from __future__ import annotations
 
@@ -19,14 +30,71 @@ import uuid
 import pytest
 
 from ci_fixtures import missing
-from local_processes import free_port, wait_http_ready
+from local_processes import free_port, log_tail, stop_process_group, wait_http_ready
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
 
 
+#: the servers a ``both_fhir_servers`` test runs on
+FHIR_SERVER_KINDS = ("medplum", "hapi")
+#: HAPI starts in about 50 s on this 2-core machine when it is idle (Spring, Hibernate, schema)
+HAPI_READY_TIMEOUT = 240.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_fhir_servers: run the test on Medplum's router and on "
+                                       "HAPI FHIR's JPA server (fhir_server_kind)")
+    config.addinivalue_line("markers", "hapi_server: needs HAPI FHIR's JPA server (Java); started by a fixture")
+
+
+def pytest_generate_tests(metafunc):
+    if "fhir_server_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_fhir_servers"):
+        metafunc.parametrize("fhir_server_kind", FHIR_SERVER_KINDS)
+
+
+@pytest.fixture
+def fhir_server_kind():
+    """Which local server ``fhir_base_url`` is: Medplum's unless parametrized (see module doc)."""
+    return "medplum"
+
+
+@pytest.fixture
+def fhir_base_url(request, fhir_server_kind):
+    if fhir_server_kind == "hapi":
+        return request.getfixturevalue("hapi_base_url")
+    return request.getfixturevalue("medplum_base_url")
+
+
 @pytest.fixture(scope="session")
-def fhir_base_url():
+def hapi_base_url(tmp_path_factory):
+    external = os.environ.get("IOMT_HAPI_FHIR_URL")
+    if external:
+        wait_http_ready(external.rstrip("/") + "/metadata", None, "HAPI FHIR server", 30)
+        yield external.rstrip("/")
+        return
+    if shutil.which("java") is None:
+        missing("Java not installed: cannot run HAPI FHIR's JPA server")
+    subprocess.run([str(REPO / "scripts/setup-hapi-fhir-server")], check=True)
+    port = free_port()
+    data = tmp_path_factory.mktemp("hapi-fhir")
+    log_path = data / "server.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(REPO / "scripts/hapi-fhir-server"), "--port", str(port),
+                             "--data-dir", str(data / "db"), "--validate-requests"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        wait_http_ready(base + "/metadata", proc, "HAPI FHIR server", HAPI_READY_TIMEOUT,
+                        lambda: log_tail(log_path))
+        yield base
+    finally:
+        stop_process_group(proc, "HAPI FHIR server", term_wait=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def medplum_base_url():
     external = os.environ.get("IOMT_FHIR_URL")
     if external:
         wait_http_ready(external.rstrip("/") + "/metadata", None, "FHIR server", 30)

@@ -24,13 +24,21 @@ def read_entry(resource_type: str, resource_id: str) -> dict:
     return {"request": {"method": "GET", "url": f"{resource_type}/{resource_id}"}}
 
 
-def put_entry(resource: dict, version_id: Optional[str] = None) -> dict:
-    """``PUT {type}/{id}``; with ``version_id`` an ``ifMatch`` so a concurrent change gives 412."""
-    request = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+def put_entry(resource: dict, version_id: Optional[str] = None, base_url: Optional[str] = None) -> dict:
+    """``PUT {type}/{id}``; with ``version_id`` an ``ifMatch`` so a concurrent change gives
+    409/412.
+
+    ``fullUrl`` is the resource's absolute URL on ``base_url``, or absent: FHIR R4 allows
+    only an absolute URL there (HAPI's validator refuses ``Observation/x`` as an error), and
+    an update entry is identified by ``request.url`` anyway."""
+    rel = f"{resource['resourceType']}/{resource['id']}"
+    request = {"method": "PUT", "url": rel}
     if version_id:
         request["ifMatch"] = if_match_value(version_id)
-    return {"fullUrl": f"{resource['resourceType']}/{resource['id']}", "resource": resource,
-            "request": request}
+    entry = {"resource": resource, "request": request}
+    if base_url:
+        entry = {"fullUrl": f"{base_url.rstrip('/')}/{rel}", **entry}
+    return entry
 
 
 def read_many(client: FhirClient, resource_type: str, ids: Sequence[str],

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import random
+import re
 import threading
 import urllib.parse
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
@@ -55,8 +56,27 @@ class FhirVersionConflict(FhirError):
     """409 Conflict or 412 Precondition Failed: someone changed the resource; re-read and merge."""
 
 
+#: ``Patient/abc``, ``Observation/x/_history/3`` in a server's message: the type stays, the id goes
+_REFERENCE_IN_TEXT = re.compile(r"\b([A-Z][A-Za-z]{2,})/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]+)?")
+#: HAPI's ``ID[123]`` (HAPI-0960, refused client ids)
+_BRACKETED_ID_IN_TEXT = re.compile(r"\bID\[[^\]]*\]")
+
+
+def scrub_ids(text: str) -> str:
+    """A server's message without resource ids: ``Resource Patient/abc is deleted`` ->
+    ``Resource Patient/<id> is deleted``.
+
+    Why: the text goes into errors, dead-letter reasons and logs, and ids are identifiers
+    (a Create-mode Patient id is a hash of the patient's identifier). HAPI and Azure name the
+    offending reference in their OperationOutcome; the type and the reason are what an operator
+    needs, the id is in the dead-lettered Observation itself."""
+    text = _REFERENCE_IN_TEXT.sub(lambda m: f"{m.group(1)}/<id>", text)
+    return _BRACKETED_ID_IN_TEXT.sub("ID[<id>]", text)
+
+
 def outcome_text(body: Any) -> str:
-    """Human text of an OperationOutcome (details.text, else diagnostics, else code)."""
+    """Human text of an OperationOutcome (details.text, else diagnostics, else code), without
+    resource ids (:func:`scrub_ids`)."""
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return ""
     parts = []
@@ -64,7 +84,7 @@ def outcome_text(body: Any) -> str:
         text = ((issue.get("details") or {}).get("text") or issue.get("diagnostics")
                 or issue.get("code") or "")
         if text:
-            parts.append(str(text))
+            parts.append(scrub_ids(str(text)))
     return "; ".join(parts)[:500]
 
 
@@ -210,7 +230,8 @@ class FhirClient:
     # ---- transport -------------------------------------------------------------------------
     def _url(self, path: str) -> str:
         if path.startswith("http://") or path.startswith("https://"):
-            if not path.startswith(self.base_url + "/") and path != self.base_url:
+            # HAPI's next links are ``[base]?_getpages=...`` (no path after the base)
+            if not path.startswith((self.base_url + "/", self.base_url + "?")) and path != self.base_url:
                 # never send our token to another host (e.g. a paging link elsewhere)
                 raise FhirError("server returned a link outside the FHIR base URL")
             return path

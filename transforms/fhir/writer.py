@@ -21,9 +21,17 @@ keeps it safe, and a 412 re-reads. A versioned PUT answered 404/410 (deleted sin
 too, and the Observation is created again, as the reference does.
 
 Conflicts (409/412, including a whole transaction failing because one entry was stale)
-re-read and re-merge, at most ``max_conflict_retries`` more rounds (the reference: 2). A
-failed transaction that is not a conflict is re-sent entry by entry, so one bad
-Observation is dead-lettered alone instead of taking its bundle with it.
+re-read and re-merge, at most ``max_conflict_retries`` more rounds (the reference: 2).
+
+A failed transaction is re-sent once as a *batch* of the same entries, so one bad Observation
+is dead-lettered alone instead of taking its bundle with it. Why a batch: servers that commit
+a transaction whole or not at all (HAPI, Azure) roll back all 49 neighbours of one entry they
+refuse (a reference to a deleted Patient, a client id they do not allow), and a batch answers
+entry by entry, so a bad bundle costs two requests, not one per entry. Only when the batch is
+refused as a whole too (a size limit, a server without batch) are the entries sent one by one.
+Servers that do not roll back (Medplum's router) may have written some entries of the failed
+transaction: the batch then meets their new versions (409/412), and the re-read finds what
+this writer sent (see ``_plan``), so nothing is written twice.
 """
 from __future__ import annotations
 
@@ -259,21 +267,21 @@ class ObservationWriter:
     def _send_part(self, part: Sequence[_Plan]) -> list:
         """One bundle; an ``EntryResult`` or a ``FhirError`` per plan. May run in a worker
         thread, so it touches nothing but the client."""
-        entries = [put_entry(p.resource, p.version) for p in part]
-        results = None
+        entries = [put_entry(p.resource, p.version, self.client.base_url) for p in part]
         if len(part) > 1:
-            send = self.client.transaction if self.bundle_type == "transaction" else self.client.batch
-            try:
-                results = send(entries)
-            except FhirError as err:
-                if err.retryable and self._time_budget_only():
-                    # the outage budget is spent: one by one would spend it again per entry
-                    return [err] * len(part)
-                log.info("%s of %d entries failed (%s %s); writing entries one by one",
-                         self.bundle_type, len(part), err.status, type(err).__name__)
-        if results is None:
-            results = [self._put_one(p) for p in part]
-        return results
+            kinds = ["transaction", "batch"] if self.bundle_type == "transaction" else ["batch"]
+            for kind in kinds:
+                send = self.client.transaction if kind == "transaction" else self.client.batch
+                try:
+                    return send(entries)
+                except FhirError as err:
+                    if err.retryable and self._time_budget_only():
+                        # the outage budget is spent: splitting would spend it again
+                        return [err] * len(part)
+                    then = "re-sending it as one batch" if kind == "transaction" else "writing entries one by one"
+                    log.info("%s of %d entries failed (%s %s); %s", kind, len(part), err.status,
+                             type(err).__name__, then)
+        return [self._put_one(p) for p in part]
 
     def _time_budget_only(self) -> bool:
         """True when the client retries until a time budget (an outage budget), not a
