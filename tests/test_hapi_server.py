@@ -154,3 +154,16 @@ def test_server_validates_what_it_is_sent(hapi, unique):
         [WriteItem(observation(f"val-{unique}", pat, 2)), WriteItem(invalid)])
     assert [x.outcome for x in res] == [CREATED, FAILED]
     assert res[1].error.status == 422
+
+
+def test_lookup_finds_a_device_registered_after_a_miss(hapi, unique):
+    """HAPI answers a search asked in the last minute from its cache (60 s by default), even
+    when a matching resource was created since. Identity lookups ask for fresh results, so a
+    Device registered right after a miss (dead-lettered: DeviceNotFound) is found on replay."""
+    from transforms.fhir.identity import FhirResourceNotFoundException, IdentityService
+    with pytest.raises(FhirResourceNotFoundException):
+        IdentityService(hapi, "Lookup").resolve(f"late-{unique}")
+    hapi.put({"resourceType": "Patient", "id": f"lp-{unique}"})
+    hapi.put({"resourceType": "Device", "id": f"ld-{unique}", "identifier": [{"value": f"late-{unique}"}],
+              "patient": {"reference": f"Patient/lp-{unique}"}})
+    assert IdentityService(hapi, "Lookup").resolve(f"late-{unique}").device == f"ld-{unique}"

@@ -18,6 +18,10 @@ from transforms.normalize import Normalize
 from transforms.to_observations import ToObservations
 from pipeline_fixtures import DEVICE, FHIR, msg, read_lines, write_inputs
 
+# the tests that use a FHIR server run on Medplum's router and on HAPI FHIR's JPA server
+# (tests/fhir_fixtures.py): the same outcome is expected from both
+pytestmark = pytest.mark.both_fhir_servers
+
 
 def test_batch_files_one_observation_per_id_and_dead_letters(tmp_path):
     d = write_inputs(tmp_path)

@@ -30,7 +30,7 @@ from transforms.mapping.fhir_templates import load_fhir_mapping
 from transforms.mapping.offline import observations_for
 from transforms.sources.device_events import _pubsub_event
 
-pytestmark = [pytest.mark.pubsub_emulator, pytest.mark.fhir_server]
+pytestmark = [pytest.mark.pubsub_emulator, pytest.mark.fhir_server, pytest.mark.both_fhir_servers]
 
 DEVICES, COUNT, RATE, BAD = 10, 40, 8.0, 0.1  # one message per device every 1.25 s: distinct seconds
 

@@ -15,6 +15,10 @@ import requests
 from pipelines import cli
 from pipelines.run import launch
 
+# the tests that use a FHIR server run on Medplum's router and on HAPI FHIR's JPA server
+# (tests/fhir_fixtures.py): the same outcome is expected from both
+pytestmark = pytest.mark.both_fhir_servers
+
 DEVICE = {"templateType": "CollectionContent", "template": [
     {"templateType": "CalculatedContent", "template": {
         "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
@@ -50,12 +54,17 @@ def write(path, obj):
     return path
 
 
+#: HAPI answers a search it was asked in the last minute from its cache unless told not to
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
 def observations(base, device):
-    dev = requests.get(f"{base}/Device", params={"identifier": device}, timeout=10).json()
+    dev = requests.get(f"{base}/Device", params={"identifier": device}, headers=NO_CACHE, timeout=10).json()
     ids = [e["resource"]["id"] for e in dev.get("entry", [])]
     if not ids:
         return {}
-    found = requests.get(f"{base}/Observation", params={"device": f"Device/{ids[0]}"}, timeout=10).json()
+    found = requests.get(f"{base}/Observation", params={"device": f"Device/{ids[0]}"}, headers=NO_CACHE,
+                         timeout=10).json()
     return {e["resource"]["code"]["coding"][0]["code"]: (e["resource"]["valueSampledData"]["data"],
                                                          e["resource"]["meta"]["versionId"])
             for e in found.get("entry", [])}

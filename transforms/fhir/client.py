@@ -308,14 +308,19 @@ class FhirClient:
         return None if r.status in (404, 410) else r
 
     def search(self, resource_type: str, params: Optional[Params] = None,
-               max_pages: int = 100, limit: Optional[int] = None) -> list[dict]:
+               max_pages: int = 100, limit: Optional[int] = None, fresh: bool = False) -> list[dict]:
         """Matching resources (``search.mode`` match only), following ``next`` links;
-        stops early once ``limit`` resources are found (identity lookups read at most 2)."""
+        stops early once ``limit`` resources are found (identity lookups read at most 2).
+
+        ``fresh``: ask the server not to answer from its search cache (``Cache-Control:
+        no-cache``; HAPI reuses a search's results for a minute by default, so a Device
+        created meanwhile would not be found)."""
         out: list[dict] = []
         path: Optional[str] = resource_type
         page_params = params
+        headers = {"Cache-Control": "no-cache"} if fresh else None
         for _ in range(max_pages):
-            bundle = self.request("GET", path, params=page_params,
+            bundle = self.request("GET", path, params=page_params, headers=headers,
                                   what=f"search {resource_type}").resource or {}
             for e in bundle.get("entry") or []:
                 if (e.get("search") or {}).get("mode", "match") == "match" and e.get("resource"):

@@ -312,9 +312,10 @@ class IdentityService:
 
     # -- helpers -------------------------------------------------------------------------
     def _find_one(self, resource_type: str, value: str, system: Optional[str]) -> Optional[dict]:
+        # fresh: this service's own cache decides how long an answer holds, not the server's
         found = self.client.search(resource_type,
                                    {"identifier": identifier_query(value, system), "_count": "2"},
-                                   max_pages=1, limit=2)
+                                   max_pages=1, limit=2, fresh=True)
         if len(found) > 1:
             raise MultipleResourceFoundException(resource_type, len(found))
         return found[0] if found else None
