@@ -44,8 +44,8 @@ def fhir_mapping_text() -> str:
         t["periodInterval"] = 0
         if (t.get("value") or {}).get("valueType") == "SampledData":
             sd = t["value"]
-            t["value"] = {"valueType": "Quantity", "valueName": sd["valueName"], "unit": sd.get("unit", "1"),
-                          "system": "http://unitsofmeasure.org", "code": sd.get("unit", "1")}
+            # the unit as text only: "count/min" is no UCUM code (HAPI's validator refuses it as one)
+            t["value"] = {"valueType": "Quantity", "valueName": sd["valueName"], "unit": sd.get("unit", "1")}
     return json.dumps(mapping)
 
 
@@ -89,8 +89,10 @@ def test_simulated_stream_every_message_is_an_observation_or_a_dead_letter(
     def on_server():
         found = []
         for resource_id in device_of:
+            # no-cache: HAPI answers a search repeated within a minute from its cache
             r = requests.get(f"{fhir_base_url}/Observation", params={"device": f"Device/{resource_id}",
-                                                                      "_count": "500"}, timeout=10)
+                                                                      "_count": "500"},
+                             headers={"Cache-Control": "no-cache"}, timeout=10)
             r.raise_for_status()
             found += [e["resource"] for e in r.json().get("entry", [])]
         return found
