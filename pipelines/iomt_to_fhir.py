@@ -10,7 +10,7 @@ from typing import Dict
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from pipelines.options import IomtFhirOptions
+from pipelines.options import IomtFhirOptions, writer_settings
 from pipelines.run import progress
 from pipelines.run.runners import kafka_expansion_service
 from transforms.fhir.client_setup import FhirClientFactory
@@ -48,9 +48,10 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
         regroup_late=streaming)
     identity = None
     if opts.fhir_url:
+        settings = writer_settings(opts)
         client_factory = FhirClientFactory(opts.fhir_url, opts.fhir_auth,
                                            outage_budget(opts.fhir_outage_seconds, streaming),
-                                           opts.max_fhir_requests_per_second)
+                                           settings.max_requests_per_second)
         identity = ServerIdentityFactory(client_factory, opts.identity_mode, opts.device_identifier_system,
                                          opts.identity_cache_seconds)
     elif getattr(opts, "output_format", None) == "fhir-ndjson":  # bulk files: Create mode's ids, no server
@@ -64,7 +65,8 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     if opts.fhir_url:
         written = converted.observations | "WriteFhir" >> WriteToFhir(
             client_factory, MappingMerge(fhir_mapping),
-            bundle_size=opts.bundle_size, read_batch_size=opts.read_batch_size,
+            bundle_size=settings.bundle_size, read_batch_size=settings.read_batch_size,
+            bundle_type=settings.bundle_type,
             max_in_flight=opts.max_in_flight,
             observation_cache_size=opts.observation_cache_size,
             flush_seconds=DEFAULT_FLUSH_SECONDS if streaming else 0.0)

@@ -9,6 +9,7 @@ class for every pipeline in the process, so ``pipelines.run.launch.main`` checks
 from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.fhir.auth import AUTH_KINDS
 from transforms.fhir.identity import MODES as IDENTITY_MODES
+from transforms.fhir.server_profiles import KINDS as SERVER_KINDS, WriterSettings, resolve as resolve_profile
 from transforms.sources.archive_formats import INPUT_FORMATS
 
 
@@ -80,9 +81,19 @@ class IomtFhirOptions(PipelineOptions):
         f.add_argument("--fhir_auth", "--fhir-auth", dest="fhir_auth", default="none",
                        choices=AUTH_KINDS,
                        help="credentials come from the environment (see README)")
-        f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=50)
-        f.add_argument("--read_batch_size", "--read-batch-size", dest="read_batch_size", type=int, default=500,
-                       help="Observations read by id per batch request before merging")
+        f.add_argument("--fhir_server_kind", "--fhir-server-kind", dest="fhir_server_kind",
+                       choices=SERVER_KINDS, default="auto",
+                       help="the server's product, for safe defaults of the next four options (README "
+                            "'FHIR servers'); auto: from its CapabilityStatement's software.name at launch")
+        f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=None,
+                       help="Observations per transaction bundle (default: the server's profile, 50; "
+                            "AWS HealthLake 150)")
+        f.add_argument("--bundle_type", "--bundle-type", dest="bundle_type", choices=("transaction", "batch"),
+                       default=None,
+                       help="default: transaction, batch where the server offers no transactions")
+        f.add_argument("--read_batch_size", "--read-batch-size", dest="read_batch_size", type=int, default=None,
+                       help="Observations read by id per batch request before merging (default: the "
+                            "server's profile, 500; AWS HealthLake 150)")
         f.add_argument("--max_in_flight", "--max-in-flight", dest="max_in_flight", type=int, default=2,
                        help="transaction bundles each writer sends at once (1 = one after the other)")
         f.add_argument("--fhir_outage_seconds", "--fhir-outage-seconds", dest="fhir_outage_seconds",
@@ -91,9 +102,10 @@ class IomtFhirOptions(PipelineOptions):
                             "(refused/reset connections, timeouts, 5xx, 429) before dead-lettering; "
                             "default 900 on a stream, 600 in batch")
         f.add_argument("--max_fhir_requests_per_second", "--max-fhir-requests-per-second",
-                       dest="max_fhir_requests_per_second", type=float, default=0.0,
+                       dest="max_fhir_requests_per_second", type=float, default=None,
                        help="cap on FHIR requests per second per worker process (0 = no cap; "
-                            "429s are throttled adaptively either way)")
+                            "429s are throttled adaptively either way; default: the server's profile, "
+                            "no cap; AWS HealthLake 10)")
         f.add_argument("--observation_cache_size", "--observation-cache-size", dest="observation_cache_size",
                        type=int, default=5000,
                        help="Observations each writer remembers (1 h) so updates skip the read (0 = off)")
@@ -119,3 +131,12 @@ class IomtFhirOptions(PipelineOptions):
                        choices=("jsonl", "fhir-ndjson"), default="jsonl",
                        help="with --output: jsonl = Observation JSON lines; fhir-ndjson = Observation.ndjson, "
                             "Patient.ndjson, Device.ndjson for FHIR bulk import (--identity-mode Create ids)")
+
+
+def writer_settings(opts, capabilities=None) -> WriterSettings:
+    """The writer's bundle size, read batch, bundle type and rate cap: the options the user gave,
+    else the server profile's (``transforms.fhir.server_profiles``; the launcher passes the
+    CapabilityStatement preflight read, so ``auto`` can tell the product)."""
+    return resolve_profile(getattr(opts, "fhir_server_kind", None) or "auto", capabilities,
+                           opts.bundle_size, opts.read_batch_size, getattr(opts, "bundle_type", None),
+                           opts.max_fhir_requests_per_second)

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.run import launch
-from pipelines.options import IomtFhirOptions
+from pipelines.options import IomtFhirOptions, writer_settings
 from transforms.records.device_event import DeviceEvent
 from transforms.group import GroupMeasurements
 from transforms.normalize import Normalize
@@ -115,7 +115,10 @@ def test_options_parse_dash_and_underscore_forms():
 
 def test_writer_sizes_default_and_must_be_positive(tmp_path, capsys):
     o = PipelineOptions([]).view_as(IomtFhirOptions)
-    assert (o.bundle_size, o.read_batch_size, o.max_in_flight, o.observation_cache_size) == (50, 500, 2, 5000)
+    assert (o.max_in_flight, o.observation_cache_size) == (2, 5000)
+    # bundle and read batch sizes: the server's profile unless given (an unknown server's here)
+    s = writer_settings(o)
+    assert (s.bundle_size, s.read_batch_size, s.bundle_type, s.max_requests_per_second) == (50, 500, "transaction", 0)
     d = write_inputs(tmp_path)
     rc = launch.main(["--runner=FnApiRunner", f"--device-mapping={d / 'dm.json'}",
                             f"--fhir-mapping={d / 'fm.json'}", f"--input={d / 'in.jsonl'}",

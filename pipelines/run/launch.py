@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import window
 
 from pipelines.iomt_to_fhir import build
-from pipelines.options import IomtFhirOptions
+from pipelines.options import IomtFhirOptions, writer_settings
 from pipelines.launch_errors import LaunchError, check_http_url, one_line, run_reported, take_debug_flag
 from pipelines.run import help as run_help, preflight
 from pipelines.run import progress as progress_report
@@ -102,7 +102,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
                                             ("--identity-cache-seconds", opts.identity_cache_seconds or 0, 0),
                                             ("--max-fhir-requests-per-second",
                                              opts.max_fhir_requests_per_second, 0))
-                 if value < least]
+                 if value is not None and value < least]
     fraction = opts.max_dead_letter_fraction
     if fraction is not None and not 0 <= fraction <= 1:
         too_small.append("--max-dead-letter-fraction must be between 0 and 1")
@@ -117,8 +117,16 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         check_http_url("--fhir-url", opts.fhir_url)
     _check_runner(options)
     # a dry run (Dataflow's --dry_run) only translates the job: nothing reaches the server
+    capabilities: dict = {}
     if not opts.skip_preflight and not options.get_all_options().get("dry_run"):
-        preflight.check_launch(opts)
+        preflight.check_launch(opts, capabilities)
+    if opts.fhir_url:
+        # the server's profile (README "FHIR servers"), fixed here so every worker uses the same
+        settings = writer_settings(opts, capabilities)
+        opts.fhir_server_kind = settings.kind
+        opts.bundle_size, opts.read_batch_size = settings.bundle_size, settings.read_batch_size
+        opts.bundle_type, opts.max_fhir_requests_per_second = settings.bundle_type, settings.max_requests_per_second
+        log.info("FHIR writer: %s", settings.describe())
     print(runner_line(argv, given), file=sys.stderr)  # the run's first line
     p = beam.Pipeline(options=options)
     try:

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional
 from pipelines.launch_errors import LaunchError, check_http_url, one_line, safe_url
 from transforms.fhir.auth import AUTH_KINDS
 from transforms.fhir.identity import MODES as IDENTITY_MODES
+from transforms.fhir.server_profiles import KINDS as SERVER_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,12 @@ def _describe(err) -> str:
 
 
 def check_fhir(url: str, auth_kind: str = "none", identity_mode: str = "Create",
-               device_system: str = "", client_factory: Optional[Callable] = None) -> List[str]:
-    """Raise :class:`PreflightFailed` (one line) unless the server is usable; returns what passed."""
+               device_system: str = "", client_factory: Optional[Callable] = None,
+               capabilities: Optional[dict] = None) -> List[str]:
+    """Raise :class:`PreflightFailed` (one line) unless the server is usable; returns what passed.
+
+    ``capabilities``, when given, receives the server's CapabilityStatement (the launcher picks
+    the server's profile from it)."""
     from transforms.fhir.client import FhirError
 
     check_http_url("--fhir-url", url)
@@ -87,6 +92,8 @@ def check_fhir(url: str, auth_kind: str = "none", identity_mode: str = "Create",
             raise PreflightFailed(f"FHIR server check: {where} speaks FHIR {version or '(version not stated)'}, "
                                   "this connector writes FHIR R4 (4.0.x)")
         passed.append(f"GET metadata: FHIR {version}")
+        if capabilities is not None:
+            capabilities.update(cap)
         probes = [("read Observation", lambda: client.read("Observation", PROBE_ID))]
         value = f"{device_system}|{PROBE_ID}" if device_system else PROBE_ID
         probes.append(("search Device?identifier" + ("=SYSTEM|..." if device_system else ""),
@@ -153,16 +160,21 @@ def check_pubsub_subscription(subscription: str, timeout: float = 10.0) -> str:
     return "Pub/Sub subscription exists"
 
 
-def check_launch(opts) -> List[str]:
-    """Every check the options call for (``iomt-fhir run`` and ``iomt-fhir check``)."""
+def check_launch(opts, capabilities: Optional[dict] = None) -> List[str]:
+    """Every check the options call for (``iomt-fhir run`` and ``iomt-fhir check``); the FHIR
+    server's CapabilityStatement goes to ``capabilities`` when given."""
     passed = []
     if getattr(opts, "input", None):
         passed.append(check_input_pattern(opts.input))
     if getattr(opts, "pubsub_subscription", None):
         passed.append(check_pubsub_subscription(opts.pubsub_subscription))
     if getattr(opts, "fhir_url", None):
+        cap = capabilities if capabilities is not None else {}
         passed.extend(check_fhir(opts.fhir_url, opts.fhir_auth, opts.identity_mode,
-                                 opts.device_identifier_system or ""))
+                                 opts.device_identifier_system or "", capabilities=cap))
+        if getattr(opts, "fhir_server_kind", None) is not None:  # iomt-fhir check
+            from transforms.fhir.server_profiles import resolve
+            passed.append(resolve(opts.fhir_server_kind, cap).describe())
     return passed
 
 
@@ -177,6 +189,9 @@ def register(sub) -> None:
                    help="credentials come from the environment (see README) (default: none)")
     c.add_argument("--identity-mode", default="Create", choices=IDENTITY_MODES)
     c.add_argument("--device-identifier-system", default="")
+    c.add_argument("--fhir-server-kind", default="auto", choices=SERVER_KINDS,
+                   help="the server's product (default auto: from its CapabilityStatement); prints the "
+                        "writer defaults its profile gives")
     c.add_argument("--input", help="a file pattern that must match a file")
     c.add_argument("--pubsub-subscription", help="projects/P/subscriptions/S that must exist")
     c.set_defaults(func=cmd_check)
