@@ -86,8 +86,8 @@ class IomtFhirOptions(PipelineOptions):
                        help="the server's product, for safe defaults of the next four options (README "
                             "'FHIR servers'); auto: from its CapabilityStatement's software.name at launch")
         f.add_argument("--bundle_size", "--bundle-size", dest="bundle_size", type=int, default=None,
-                       help="Observations per transaction bundle (default: the server's profile, 50; "
-                            "AWS HealthLake 150)")
+                       help="Observations per transaction bundle; default 50, AWS HealthLake 150 (the "
+                            "server's profile, README 'FHIR servers')")
         f.add_argument("--bundle_type", "--bundle-type", dest="bundle_type", choices=("transaction", "batch"),
                        default=None,
                        help="default: transaction, batch where the server offers no transactions")

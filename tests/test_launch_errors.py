@@ -137,7 +137,7 @@ def test_debug_shows_the_traceback_and_version_help_are_plain(tmp_path):
     groups = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
     assert groups[:5] == ["mappings:", "source (exactly one of --input, --pubsub_subscription, "
                           "--kafka_topic / --eventhub_name):", "grouping:", "FHIR destination:", "outputs:"]
-    assert "--bundle-size N  " in out and "(default: 50)" in out and "(default: 86400)" in out
+    assert "--bundle-size N  " in out and "default 50, AWS HealthLake 150" in out and "(default: 86400)" in out
     assert "iomt-fhir run --help-beam" in out and "--runner=DataflowRunner" in out and "FnApiRunner" in out
     assert "``" not in out
 
