@@ -25,6 +25,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -38,8 +39,9 @@ READY_TIMEOUT = 60.0
 
 #: the servers a ``both_fhir_servers`` test runs on
 FHIR_SERVER_KINDS = ("medplum", "hapi")
-#: HAPI starts in about 50 s on this 2-core machine when it is idle (Spring, Hibernate, schema)
-HAPI_READY_TIMEOUT = 240.0
+#: HAPI starts in about 45 s on this 2-core machine when it is idle (Spring, Hibernate, schema);
+#: minutes when other jobs load it
+HAPI_READY_TIMEOUT = 300.0
 
 
 def pytest_configure(config):
@@ -66,8 +68,48 @@ def fhir_base_url(request, fhir_server_kind):
     return request.getfixturevalue("medplum_base_url")
 
 
+class _HapiServer:
+    """The session's HAPI server process, started as soon as collection shows a test needs it
+    (``pytest_collection_modifyitems``): its ~45 s of start-up (Spring, Hibernate, the schema)
+    overlap the tests that run before the first HAPI test, on the core pytest leaves idle."""
+
+    proc = None
+    base = ""
+    log_path = None
+
+    @classmethod
+    def start(cls):
+        if cls.proc is not None or os.environ.get("IOMT_HAPI_FHIR_URL") or shutil.which("java") is None:
+            return
+        subprocess.run([str(REPO / "scripts/setup-hapi-fhir-server")], check=True)
+        port = free_port()
+        cls.log_path = pathlib.Path(tempfile.mkdtemp(prefix="iomt-hapi-log-")) / "server.log"
+        with open(cls.log_path, "wb") as log:
+            # no --data-dir: the script's own temporary H2 folder, removed when it stops
+            cls.proc = subprocess.Popen([str(REPO / "scripts/hapi-fhir-server"), "--port", str(port),
+                                         "--validate-requests"],
+                                        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        cls.base = f"http://127.0.0.1:{port}/fhir"
+
+    @classmethod
+    def stop(cls):
+        if cls.proc is not None:
+            proc, cls.proc = cls.proc, None
+            stop_process_group(proc, "HAPI FHIR server", term_wait=30)
+            shutil.rmtree(cls.log_path.parent, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if any("hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid for item in items):
+        _HapiServer.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _HapiServer.stop()
+
+
 @pytest.fixture(scope="session")
-def hapi_base_url(tmp_path_factory):
+def hapi_base_url():
     external = os.environ.get("IOMT_HAPI_FHIR_URL")
     if external:
         wait_http_ready(external.rstrip("/") + "/metadata", None, "HAPI FHIR server", 30)
@@ -75,22 +117,10 @@ def hapi_base_url(tmp_path_factory):
         return
     if shutil.which("java") is None:
         missing("Java not installed: cannot run HAPI FHIR's JPA server")
-    subprocess.run([str(REPO / "scripts/setup-hapi-fhir-server")], check=True)
-    port = free_port()
-    data = tmp_path_factory.mktemp("hapi-fhir")
-    log_path = data / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([str(REPO / "scripts/hapi-fhir-server"), "--port", str(port),
-                             "--data-dir", str(data / "db"), "--validate-requests"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        wait_http_ready(base + "/metadata", proc, "HAPI FHIR server", HAPI_READY_TIMEOUT,
-                        lambda: log_tail(log_path))
-        yield base
-    finally:
-        stop_process_group(proc, "HAPI FHIR server", term_wait=30)
-        log.close()
+    _HapiServer.start()  # already started after collection, unless the test came in another way
+    wait_http_ready(_HapiServer.base + "/metadata", _HapiServer.proc, "HAPI FHIR server", HAPI_READY_TIMEOUT,
+                    lambda: log_tail(_HapiServer.log_path))
+    yield _HapiServer.base
 
 
 @pytest.fixture(scope="session")
