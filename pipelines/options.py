@@ -59,9 +59,10 @@ class IomtFhirOptions(PipelineOptions):
                        help="fixed event-time window size; default: the FHIR mapping's longest "
                             "Observation period (hour or day), else 300")
         w.add_argument("--early_firing_seconds", "--early-firing-seconds", dest="early_firing_seconds",
-                       type=int, default=3,
+                       type=int, default=5,
                        help="streaming: emit a window's data every N s of processing time; the latency floor "
-                            "(README 'Latency'), and each open Observation is written at most once per N s")
+                            "(README 'Latency'), and each open Observation is written at most once per N s, "
+                            "so at most 3600/N versions an hour on the server (README 'FHIR servers')")
         w.add_argument("--allowed_lateness_seconds", "--allowed-lateness-seconds",
                        dest="allowed_lateness_seconds", type=int, default=86400)
 
