@@ -99,6 +99,7 @@ class _HapiServer:
             shutil.rmtree(cls.log_path.parent, ignore_errors=True)
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(session, config, items):
     if any("hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid for item in items):
         _HapiServer.start()
