@@ -99,9 +99,24 @@ class _HapiServer:
             shutil.rmtree(cls.log_path.parent, ignore_errors=True)
 
 
-@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+#: the bound (pytest-timeout) of a test that needs HAPI: its first such test may wait for the
+#: server's start-up (about 45 s idle, minutes under load), the --postgres test starts its own
+HAPI_TEST_TIMEOUT = 360
+
+
+def _needs_hapi(item) -> bool:
+    return ("hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid
+            or item.get_closest_marker("hapi_server") is not None)
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection and the bounds by kind (conftest.py)
 def pytest_collection_modifyitems(session, config, items):
-    if any("hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid for item in items):
+    hapi = [item for item in items if _needs_hapi(item)]
+    for item in hapi:
+        bound = item.get_closest_marker("timeout")
+        if bound is None or (bound.args and bound.args[0] < HAPI_TEST_TIMEOUT):
+            item.add_marker(pytest.mark.timeout(HAPI_TEST_TIMEOUT), append=False)
+    if hapi:
         _HapiServer.start()
 
 
