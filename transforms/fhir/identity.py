@@ -246,7 +246,7 @@ class IdentityService:
             if device is None:
                 raise FhirResourceNotFoundException("Device")
             statements = self.client.search("DeviceUseStatement",
-                                            {"device": f"Device/{device['id']}", "_count": "100"})
+                                            {"device": f"Device/{device['id']}", "_count": "100"}, fresh=True)
             cached = DeviceUses(device["id"], tuple(device_use.periods_of_statements(statements)))
             self.cache.put(device_id, cached)
         return cached

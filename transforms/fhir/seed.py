@@ -175,7 +175,7 @@ class Seeder:
         # exactly the query Lookup mode sends (transforms.fhir.identity)
         found = self.client.search(resource_type,
                                    {"identifier": identifiers.identifier_search_value(value, system),
-                                    "_count": "2"}, max_pages=1, limit=2)
+                                    "_count": "2"}, max_pages=1, limit=2, fresh=True)
         if len(found) > 1:
             raise MultipleResourceFoundException(resource_type, len(found))
         return found[0] if found else None
