@@ -15,7 +15,7 @@ from transforms.fhir.writer import CREATED, FAILED, UPDATED, ObservationWriter, 
 
 pytestmark = [pytest.mark.fhir_server, pytest.mark.hapi_server]
 
-FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, max_total_seconds=10)
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, max_total_seconds=60)
 
 
 def observation(oid, patient, value):
