@@ -12,6 +12,7 @@ import pytest
 
 from cli_fixtures import command
 from pipelines.launch_errors import check_http_url, LaunchError, safe_url, take_debug_flag
+from transforms.fhir.identity import MODES as IDENTITY_MODES
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DM = REPO / "templates" / "devicecontent.json"
@@ -79,7 +80,7 @@ IN_PROCESS = {  # the same path as above, checked in this process (no Beam start
                               "Is a directory"),
     "not a choice": ({"--identity-mode": "Foo"},
                      "iomt-fhir: error: argument --identity_mode/--identity-mode: invalid choice: 'Foo' "
-                     "(choose from 'Create', 'Lookup', 'LookupWithEncounter')"),
+                     "(choose from " + ", ".join(repr(m) for m in IDENTITY_MODES) + ")"),
 }
 
 
@@ -92,6 +93,7 @@ def test_option_errors_in_process(name, tmp_path, capsys):
     assert (captured.out, captured.err) == ("", expected + "\n")
 
 
+@pytest.mark.timeout(360)  # ~20 launches as processes: ~21 s idle, past 120 s at load average 20
 def test_each_launch_error_is_one_line_exit_2_no_traceback(files, tmp_path):
     import os
     if os.geteuid() == 0:  # root reads any file: the unreadable case cannot happen here

@@ -350,9 +350,10 @@ FAULTS = {
     "401_then_fresh_token": [],
 }
 # Requests per case seen through the proxy (5 without a fault): the retries and 412 re-reads
-# each fault costs, at most; a retry storm or a lost bound shows here.
+# each fault costs, at most; a retry storm or a lost bound shows here. slow_past_timeout has two
+# more: its 0.5 s read timeout also cuts an unfaulted read on a loaded machine (seen at load 30).
 MAX_REQUESTS = {"429_retry_after": 6, "503_burst": 9, "reset_after_applied": 9, "reset_before": 7,
-                "slow_past_timeout": 9, "401_then_fresh_token": 6}
+                "slow_past_timeout": 11, "401_then_fresh_token": 6}
 
 
 @pytest.mark.parametrize("case", list(FAULTS))
