@@ -20,12 +20,13 @@ from apache_beam.transforms import window
 
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions, writer_settings
-from pipelines.launch_errors import LaunchError, check_http_url, one_line, run_reported, take_debug_flag
-from pipelines.run import help as run_help, preflight
+from pipelines.launch_errors import (EXIT_REFUSED, PREFIX, LaunchError, check_http_url, one_line, run_reported,
+                                     take_debug_flag)
+from pipelines.run import help as run_help, kafka_checks, preflight
 from pipelines.run import progress as progress_report
 from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
 from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, resolve_runner_aliases,
-                                   runner_line, with_default_runner)
+                                   runner_in, runner_line, with_default_runner)
 from pipelines.run.summary import print_summary
 from transforms.sinks.bulk_ndjson import write_bulk
 from transforms.sinks.json_files import write_json_lines
@@ -143,6 +144,10 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         observations = items | "FoldById" >> FoldObservationsById(fhir_text)
         write_json_lines(observations, opts.output, streaming, opts.single_file_outputs, "Observations")
     write_json_lines(out["dead_letter"], opts.dead_letter, streaming, opts.single_file_outputs, "DeadLetters")
+    if opts.kafka_topic:  # the expanded graph tells whether the read keeps reading on this runner
+        stall = kafka_checks.stall_warning(runner_in(argv), p.to_runner_api(), opts.kafka_expansion_service)
+        if stall:
+            log.warning("%s", stall)
     reporter = progress_report.start_for(options, opts.progress_seconds)
     started = time.monotonic()
     try:
@@ -152,6 +157,11 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         if debug:
             import traceback
             traceback.print_exc()
+        missing = opts.kafka_topic and kafka_checks.missing_topic_error(
+            str(e), opts.kafka_topic, eventhubs=not opts.kafka_bootstrap_servers)
+        if missing:
+            print(PREFIX + missing, file=sys.stderr)
+            return EXIT_REFUSED
         print(f"iomt-fhir: error: the run failed: {type(e).__name__}: {one_line(e)} "
               "(--debug shows the traceback)", file=sys.stderr)
         return 1

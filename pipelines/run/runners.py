@@ -137,21 +137,50 @@ def java_environment_for(runner: Any) -> Optional[str]:
     return "EMBEDDED" if runner_key(runner) in _EMBEDDED_JAVA_RUNNERS else None
 
 
+#: The expansion-service flag that makes Kafka IO expand to Beam's unbounded-source read
+#: (``Read.from(KafkaUnboundedSource)``) instead of its splittable-DoFn read.
+DEPRECATED_READ_EXPERIMENT = "--experiments=use_deprecated_read"
+
+#: Runners whose Kafka read must be the unbounded-source one to keep reading (see below).
+_LEGACY_READ_RUNNERS = ("flink",)
+
+
+def kafka_expansion_args(runner: Any = None) -> List[str]:
+    """Command-line flags for the Kafka IO expansion service the launcher starts for ``runner``.
+
+    Flink: ``--defaultEnvironmentType=EMBEDDED`` (``java_environment_for``) and
+    ``--experiments=use_deprecated_read``. Why the second: Beam's portable Flink runner does
+    not checkpoint and resume a splittable-DoFn read in streaming (apache/beam issues 20979
+    and 22809, fixed for 2.76, whose jars are not served here), so Kafka IO's default read
+    delivers the backlog present at start and then nothing, silently. The runner translates
+    the older unbounded-source read natively: it keeps reading, commits offsets when a
+    checkpoint completes and resumes from them. Beam 2.62's expansion service takes the
+    experiment from *its own command line only* (it adds ``use_sdf_read`` to every request
+    otherwise), so a pipeline option cannot ask for it: whoever starts the service must.
+    Elsewhere (Dataflow checkpoints splittable reads; Prism, Spark): Beam's defaults, no flags."""
+    args = []
+    environment = java_environment_for(runner)
+    if environment:
+        args.append(f"--defaultEnvironmentType={environment}")
+    if runner_key(runner) in _LEGACY_READ_RUNNERS:
+        args.append(DEPRECATED_READ_EXPERIMENT)
+    return args
+
+
 def kafka_expansion_service(runner: Any = None):
     """The Kafka IO expansion service for ``runner`` when ``--kafka-expansion-service`` is not given.
 
     The jar scripts/setup-java cached (``pipelines.run.java_artifacts``), started by Beam with
-    ``java -jar`` for the expansion and stopped after it, with the Java environment
-    ``java_environment_for(runner)``. Without a cached jar: None, i.e. Beam's own default
-    (which downloads its jar). Chosen here, at launch, and passed down to the source."""
+    ``java -jar`` for the expansion and stopped after it, with ``kafka_expansion_args(runner)``.
+    Without a cached jar: None, i.e. Beam's own default (which downloads its jar; on Flink
+    the launcher then warns that the read stalls, ``pipelines.run.kafka_checks``). Chosen
+    here, at launch, and passed down to the source."""
     from apache_beam.transforms.external import JavaJarExpansionService
     from pipelines.run import java_artifacts
     jar = java_artifacts.kafka_expansion_service_jar()
     if not jar:
         return None
-    environment = java_environment_for(runner)
-    return JavaJarExpansionService(
-        jar, append_args=[f"--defaultEnvironmentType={environment}"] if environment else [])
+    return JavaJarExpansionService(jar, append_args=kafka_expansion_args(runner))
 
 
 #: Flink checkpoint interval (ms) when none is given: the launcher's for a Kafka read on
