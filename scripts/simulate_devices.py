@@ -67,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--eventhub-name")
     out.add_argument("--kafka-topic")
     out.add_argument("--kafka-bootstrap-servers")
+    out.add_argument("--kafka-partition", type=int,
+                     help="--to kafka: send every message to this partition (default: by device key)")
     out.add_argument("--eventhubs", action="store_true",
                      help="--to kafka: Event Hubs' Kafka endpoint from EVENTHUB_CONNECTION_STRING")
     out.add_argument("--kafka-config", type=_config, action="append", default=[],
@@ -87,7 +89,7 @@ def _sender(a, p):
     if not a.kafka_topic:
         p.error("--to kafka needs --kafka-topic")
     return senders.KafkaSender(a.kafka_topic, a.kafka_bootstrap_servers, dict(a.kafka_config),
-                               eventhubs=a.eventhubs)
+                               eventhubs=a.eventhubs, partition=a.kafka_partition)
 
 
 def main(argv=None) -> int:

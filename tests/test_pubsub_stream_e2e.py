@@ -9,7 +9,6 @@ ids Pub/Sub gave it); what it should become is computed by the pure mapping core
 (``transforms.mapping.offline``) and compared with what the server holds.
 """
 import collections
-import json
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import REPO
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
+from pipelines.simulator.readings import fhir_mapping_text, reading
 from pubsub_fixtures import RUNNER, WAKE, Capture, captured, run_until
 from transforms.mapping import identifiers
 from transforms.mapping.device_templates import load_device_mapping
@@ -33,31 +33,6 @@ from transforms.sources.device_events import _pubsub_event
 pytestmark = [pytest.mark.pubsub_emulator, pytest.mark.fhir_server, pytest.mark.both_fhir_servers]
 
 DEVICES, COUNT, RATE, BAD = 10, 40, 8.0, 0.1  # one message per device every 1.25 s: distinct seconds
-
-
-def fhir_mapping_text() -> str:
-    """The example mapping with every type one Observation per reading, so each reading is
-    findable on its own (the example's minute/hour SampledData slots merge readings by design)."""
-    mapping = json.loads((REPO / "templates" / "fhirmapping.json").read_text())
-    for entry in mapping["template"]:
-        t = entry["template"]
-        t["periodInterval"] = 0
-        if (t.get("value") or {}).get("valueType") == "SampledData":
-            sd = t["value"]
-            # the unit as text only: "count/min" is no UCUM code (HAPI's validator refuses it as one)
-            t["value"] = {"valueType": "Quantity", "valueName": sd["valueName"], "unit": sd.get("unit", "1")}
-    return json.dumps(mapping)
-
-
-def reading(obs: dict, device_of: dict) -> tuple:
-    """What an Observation says, independent of server ids and bookkeeping."""
-    device = obs["device"]["reference"].split("/", 1)[1]
-    when = obs.get("effectiveDateTime") or json.dumps(obs.get("effectivePeriod"), sort_keys=True)
-    value = {k: obs[k] for k in ("valueQuantity", "valueCodeableConcept", "valueString") if k in obs}
-    components = sorted(json.dumps({k: c[k] for k in c if k.startswith("value") or k == "code"}, sort_keys=True)
-                        for c in obs.get("component") or [])
-    code = sorted(c.get("code") for c in obs["code"]["coding"])
-    return (device_of.get(device, device), when, json.dumps(value, sort_keys=True), tuple(components), tuple(code))
 
 
 @pytest.mark.timeout(240)  # ~13 s idle, plus the emulator's start (up to 60 s)

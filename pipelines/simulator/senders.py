@@ -150,11 +150,13 @@ class KafkaSender:
     """``confluent-kafka`` producer (librdkafka): key = device id, properties = headers,
     idempotent producer with ``acks=all``. ``config`` adds client settings (e.g. TLS for a
     private cluster); ``eventhubs=True`` speaks Event Hubs' Kafka endpoint (SASL_SSL, PLAIN,
-    user ``$ConnectionString``, password from ``EVENTHUB_CONNECTION_STRING``)."""
+    user ``$ConnectionString``, password from ``EVENTHUB_CONNECTION_STRING``). ``partition``
+    sends every message to that partition instead of the key's (tests that keep a partition
+    empty)."""
 
     def __init__(self, topic: str, bootstrap_servers: Optional[str] = None,
                  config: Optional[Mapping[str, str]] = None, eventhubs: bool = False,
-                 environ: Optional[Mapping[str, str]] = None):
+                 environ: Optional[Mapping[str, str]] = None, partition: Optional[int] = None):
         from confluent_kafka import Producer
         conf: Dict[str, str] = {"enable.idempotence": "true", "acks": "all", "linger.ms": "5"}
         if eventhubs:
@@ -173,6 +175,7 @@ class KafkaSender:
             conf["bootstrap.servers"] = bootstrap_servers
         conf.update(config or {})
         self._topic = topic
+        self._partition = {} if partition is None else {"partition": int(partition)}
         self._errors: List[str] = []
         self._failure: Optional[str] = None
         self._producer = Producer({**conf, "error_cb": self._client_error})
@@ -193,7 +196,8 @@ class KafkaSender:
             while True:
                 try:
                     self._producer.produce(self._topic, value=m.body, key=m.key.encode("utf-8"),
-                                           headers=kafka_headers(m), on_delivery=self._delivered)
+                                           headers=kafka_headers(m), on_delivery=self._delivered,
+                                           **self._partition)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     self._producer.poll(0.1)
