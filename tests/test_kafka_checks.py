@@ -2,7 +2,7 @@
 unbounded-source read, and the launch says so in one line when a read would stall; a missing
 topic is one line naming it (``pipelines.run.kafka_checks``, ``pipelines.run.runners``).
 
-The expansion tests run the real cached expansion service (Java, a few seconds each) and look
+The expansion test runs the real cached expansion service (Java, 10-60 s on a busy box) and looks
 at the expanded graph: what the Flink runner will be given, without starting Flink.
 """
 from types import SimpleNamespace
@@ -62,6 +62,7 @@ def test_a_missing_topic_is_one_line_naming_it():
     assert kafka_checks.missing_topic_error("java.net.ConnectException: refused", "devices", False) is None
 
 
+@pytest.mark.java_jars  # Beam 2.62's expansion service: the .venv-flink leg
 def test_the_launchers_expansion_service_for_flink_expands_kafka_io_to_the_live_read():
     """The real cached expansion service, started as the launcher starts it for FlinkRunner
     (Dataflow's empty flags are checked above; its expansion is Beam's default)."""
