@@ -75,13 +75,14 @@ def device_ids(device_names: Iterable[str], system: Optional[str]) -> Dict[str, 
     return {identifiers.device_resource_id(d, system): d for d in device_names}
 
 
-def server_readings(base: str, device_of: Dict[str, str]) -> collections.Counter:
-    """The readings the server's Observations of these devices hold (one search per device)."""
+def server_readings(base: str, device_of: Dict[str, str], timeout: float = 10.0) -> collections.Counter:
+    """The readings the server's Observations of these devices hold (one search per device;
+    ``timeout`` per search: a server still catching up on a soak's writes answers slowly)."""
     got = collections.Counter()
     session = requests.Session()
     for resource_id in device_of:
         r = session.get(f"{base}/Observation", params={"device": f"Device/{resource_id}", "_count": "1000"},
-                         timeout=10)
+                         timeout=timeout)
         r.raise_for_status()
         got.update(reading(e["resource"], device_of) for e in r.json().get("entry", []))
     return got

@@ -193,11 +193,15 @@ def run_load(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Pa
         sender = subprocess.Popen([*simulator, "--rate", str(rate), "--duration", str(seconds)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         rss_start = None
+        next_report = 60.0
         while sender.poll() is None:
             time.sleep(1)
-            if rss_start is None and time.monotonic() - started >= 60:
-                rss_start = job.rss_mb()
-                _log(f"after the first minute: rss_mb={rss_start:.0f} lag={sampler.samples.lag[-1:]}")
+            if time.monotonic() - started >= next_report:  # a line a minute: figures survive a crash
+                next_report += 60.0
+                rss_now = job.rss_mb()
+                rss_start = rss_start or rss_now
+                _log(f"{time.monotonic() - started:.0f}s rss_mb={rss_now:.0f} lag={sampler.samples.lag[-1:]} "
+                     f"lag_max={max(sampler.samples.lag, default=0)}")
             if not job.running():
                 raise RuntimeError(f"the job exited; see {workdir / 'job.log'}")
         sent_seconds = time.monotonic() - started
@@ -210,16 +214,18 @@ def run_load(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Pa
         _log(f"sent {sent} in {sent_seconds:.0f} s; rss_mb={rss_end:.0f}; draining")
         drain_started = time.monotonic()
         lag_end = sampler.sample()
+        _log(f"lag at the last send: {lag_end}")
         while lag_end > 0 and time.monotonic() - drain_started < drain:
             time.sleep(2)
             lag_end = sampler.sample()
+        _log(f"lag {lag_end} after {time.monotonic() - drain_started:.0f} s of drain; counting readings")
         records = kafka_watch.read_topic(config, topic, ends, timeout=300)
         want, _bad = expected_readings(device_text, fhir_text, [(None, _event(topic, r)) for r in records])
         device_of = device_ids([f"device-{d:03d}" for d in range(devices)], system)
-        got = server_readings(stack.fhir_url, device_of)
+        got = server_readings(stack.fhir_url, device_of, timeout=120)
         while (want - got) and time.monotonic() - drain_started < drain:
             time.sleep(5)
-            got = server_readings(stack.fhir_url, device_of)
+            got = server_readings(stack.fhir_url, device_of, timeout=120)
         drain_s = time.monotonic() - drain_started
     finally:
         if sampler is not None:
@@ -244,9 +250,11 @@ def main_soak(argv=None) -> int:
     p = argparse.ArgumentParser(prog="soak_stream", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=200.0, help="messages per second (default 200)")
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of sending (default 10)")
-    p.add_argument("--drain", type=float, default=180.0, help="seconds allowed after the last send")
+    p.add_argument("--drain", type=float, default=600.0, help="seconds allowed after the last send (default 600)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     a = p.parse_args(argv)
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the job, broker and server too
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="soak-stream-"))
     _log(f"work directory {workdir}")
     with LocalStack(workdir) as stack:
