@@ -149,6 +149,11 @@ def medplum_base_url():
     if shutil.which("npm") is None and not (REPO / "scripts/fhir-server-js/node_modules/.bin/node").exists():
         missing("Node.js/npm not installed: cannot run the local FHIR server")
     subprocess.run([str(REPO / "scripts/setup-fhir-server")], check=True)
+    yield from _local_medplum()
+
+
+def _local_medplum():
+    """A new local FHIR server (Medplum's router) on a free port, stopped when the generator ends."""
     port = free_port()
     log = open(os.devnull, "wb")
     proc = subprocess.Popen([str(REPO / "scripts/fhir-server"), "--port", str(port)],
@@ -165,6 +170,16 @@ def medplum_base_url():
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def empty_fhir_base_url(medplum_base_url):
+    """A FHIR server of this test's own, empty: for a run whose Patients and Devices carry the
+    sample data's identifiers, which the session's server may already hold from other tests
+    (Create mode then finds several and dead-letters MultipleResourceFoundException)."""
+    if os.environ.get("IOMT_FHIR_URL"):
+        pytest.skip("IOMT_FHIR_URL names one shared server")
+    yield from _local_medplum()
 
 
 @pytest.fixture
