@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.iomt_to_fhir import build
 from pipelines.options import IomtFhirOptions
+from pipeline_fixtures import DEVICE
 from pubsub_fixtures import RUNNER, run_until
 from transforms.mapping import identifiers
 
@@ -27,12 +28,6 @@ pytestmark = [pytest.mark.pubsub_emulator, pytest.mark.fhir_server, pytest.mark.
 READINGS = 20  # one a second
 NO_CACHE = {"Cache-Control": "no-cache"}
 
-DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
-    "templateType": "CalculatedContent", "template": {
-        "typeName": "heartrate", "typeMatchExpression": "$..[?(@hr)]",
-        "deviceIdExpression": "$.matchedToken.dev", "patientIdExpression": "$.matchedToken.pat",
-        "timestampExpression": "$.matchedToken.at",
-        "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.hr", "required": True}]}}]})
 HOURLY = json.dumps({"templateType": "CollectionFhir", "template": [{
     "templateType": "CodeValueFhir", "template": {
         "typeName": "heartrate", "periodInterval": 60,
