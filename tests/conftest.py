@@ -17,6 +17,13 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 VECTORS = pathlib.Path(os.environ.get(
     "IOMT_VECTORS", REPO.parent / "shared" / "conformance" / "iomt-fhir"))
 
+# Every process a test starts (``iomt-fhir`` console script, scripts, job workers) imports this
+# checkout's code first. Without it a venv's editable install decides: a venv shared by git
+# worktrees, or installed from another clone, would run that other tree's code while the test
+# reads this one's.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+
 
 def vector_dir(name: str) -> pathlib.Path:
     """Path of one vector folder; when absent, skip the test (fail it under CI)."""
