@@ -26,6 +26,7 @@ from transforms.mapping.errors import (IncompatibleDataException, InvalidDataFor
 from transforms.mapping.expressions import NOT_FOUND, Expression, compile_expression
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.template_json import TemplateError
+from transforms.mapping.type_match_index import guard_of, message_keys
 
 _new_measurement = tuple.__new__
 
@@ -233,9 +234,14 @@ class DeviceMapping:
     The pipeline and CLI refuse an invalid mapping (the reference's ``EnsureValid``).
     """
 
-    def __init__(self, templates: List[ContentTemplate], errors: List[TemplateError]):
+    def __init__(self, templates: List[ContentTemplate], errors: List[TemplateError],
+                 use_index: bool = True):
         self.templates = templates
         self.errors = errors
+        # (template, guard or None) per template: ``type_match_index`` (False: no index, for
+        # the equivalence tests of the fast path)
+        self._guarded = None
+        self.use_index = use_index
 
     @property
     def valid(self) -> bool:
@@ -250,14 +256,25 @@ class DeviceMapping:
     def get_measurements(self, message: Any, ingestion_time: Optional[int] = None) -> List[Measurement]:
         """All measurements of one message, in template order then match order."""
         out: List[Measurement] = []
+        guarded = self._guarded
+        if guarded is None:
+            guarded = self._guarded = self._guards()
         try:
-            for template in self.templates:
+            keys = message_keys(message) if guarded[0] else None
+            for template, guard in guarded[1]:
+                if guard is not None and keys is not None and not guard(keys):
+                    continue  # its type match cannot select anything from this message
                 out.extend(template.get_measurements(message, ingestion_time))
         except RecursionError:
             # A body nested deeper than the expressions can walk: the reference's error
             # type for an unreadable message, so runbooks keyed on it apply.
             raise InvalidDataFormatException(TOO_DEEP) from None
         return out
+
+    def _guards(self):
+        """(any guard?, ((template, guard or None), ...)): the type-match index."""
+        pairs = tuple((t, guard_of(t.type_match) if self.use_index else None) for t in self.templates)
+        return any(g is not None for _, g in pairs), pairs
 
 
 # ------------------------------------------------------------------------------------------
