@@ -19,6 +19,7 @@ It prints what it sent (counts per measurement type) on stderr; never ids, bodie
 import argparse
 import pathlib
 import sys
+import time
 from fractions import Fraction
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
     try:
         sender = _sender(a, p)
         try:
-            for batch in simulator.paced(simulator.live_messages(a.devices, a.seed, fraction),
+            # at a rate, readings are stamped with their scheduled times (scheduled_clock's why)
+            clock = simulator.scheduled_clock(a.rate) if a.rate else time.time
+            for batch in simulator.paced(simulator.live_messages(a.devices, a.seed, fraction, clock=clock),
                                          a.rate, a.count, a.duration):
                 sender.send(batch)
                 counts.add(batch)

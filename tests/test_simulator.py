@@ -152,3 +152,31 @@ def test_script_live_to_file_envelopes_at_a_rate(tmp_path):
 def test_script_refuses_bad_arguments(args, message):
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_stalled_sender_catching_up_keeps_each_devices_readings_a_period_apart():
+    """A sender that stalls 3 s then bursts: with generation-time stamps a device gets two
+    readings in one second (merged into one per-second Observation, counted as lost by a
+    soak); scheduled stamps keep them devices / rate seconds apart."""
+    wall = FakeClock()
+    wall.now = 1_800_000_000.0
+    devices, rate = 5, 4.0
+
+    def seconds_per_device(clock):
+        seen = {}
+        messages = simulator.live_messages(devices, clock=clock)
+        for n in range(40):
+            if n == 8:
+                wall.now += 3.0  # the stall; then the next messages are generated in a burst
+            m = next(messages)
+            seen.setdefault(m.key, []).append(int(m.properties["iothub-creation-time-utc"][17:19]))
+        return seen
+
+    generation = seconds_per_device(wall)
+    assert any(len(set(s)) < len(s) for s in generation.values())  # the burst: same second twice
+    wall.now = 1_800_000_000.0
+    scheduled = seconds_per_device(simulator.scheduled_clock(rate, wall=wall))
+    for stamps in scheduled.values():
+        assert len(set(stamps)) == len(stamps)
+    with pytest.raises(ValueError):
+        simulator.scheduled_clock(0)

@@ -167,6 +167,30 @@ def live_messages(devices: int, seed: int = 7, bad_fraction: float = 0.0,
             key=dev["device_id"], measurement_type=mtype)
 
 
+def scheduled_clock(rate: float, wall: Callable[[], float] = time.time) -> Callable[[], float]:
+    """A clock for ``live_messages`` at a steady ``rate``: message ``i`` is stamped with its
+    scheduled time, ``t0 + i / rate`` (``t0``: the first call's wall time), not the moment
+    it was generated.
+
+    Why: ``paced`` catches a stalled sender up with a burst (a loaded machine, a slow
+    broker). Stamped with the generation time, a burst gives one device two readings in one
+    second, and per-second Observation ids (the reference's) then merge them into one
+    Observation: a soak counting readings saw that as readings lost. Scheduled stamps keep
+    each device's readings ``devices / rate`` seconds apart, as a device measures them; the
+    delay is the network's, as for a real device."""
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    state = {"t0": None, "i": 0}
+
+    def clock() -> float:
+        if state["t0"] is None:
+            state["t0"] = wall()
+        stamp = state["t0"] + state["i"] / rate
+        state["i"] += 1
+        return stamp
+    return clock
+
+
 def paced(messages: Iterable[SimulatedMessage], rate: Optional[float] = None,
           count: Optional[int] = None, duration: Optional[float] = None,
           clock: Callable[[], float] = time.monotonic,
