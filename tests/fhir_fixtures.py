@@ -104,19 +104,29 @@ class _HapiServer:
 HAPI_TEST_TIMEOUT = 360
 
 
+def _uses_session_hapi(item) -> bool:
+    """The test writes to the session's HAPI server (``hapi_base_url``, or ``fhir_base_url``
+    parametrized ``[hapi]``)."""
+    return "hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid
+
+
 def _needs_hapi(item) -> bool:
-    return ("hapi_base_url" in getattr(item, "fixturenames", ()) or "[hapi" in item.nodeid
-            or item.get_closest_marker("hapi_server") is not None)
+    """The test waits for a HAPI server's start-up: the session's, or one of its own
+    (``hapi_server`` marker, e.g. ``--postgres``)."""
+    return _uses_session_hapi(item) or item.get_closest_marker("hapi_server") is not None
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection and the bounds by kind (conftest.py)
 def pytest_collection_modifyitems(session, config, items):
-    hapi = [item for item in items if _needs_hapi(item)]
-    for item in hapi:
+    for item in items:
+        if not _needs_hapi(item):
+            continue
         bound = item.get_closest_marker("timeout")
         if bound is None or (bound.args and bound.args[0] < HAPI_TEST_TIMEOUT):
             item.add_marker(pytest.mark.timeout(HAPI_TEST_TIMEOUT), append=False)
-    if hapi:
+    # only for a test that uses it: a test that starts its own HAPI (the --postgres one) run
+    # alone would otherwise start up beside a second, idle JVM on the same two cores
+    if any(_uses_session_hapi(item) for item in items):
         _HapiServer.start()
 
 
