@@ -39,7 +39,8 @@ def repo_cwd(monkeypatch):
 
 def test_batch_files_job_translates(tmp_path):
     job, top = translate([f"--output={tmp_path / 'obs'}"], tmp_path)
-    assert {"Read", "Normalize", "Group", "ToObservations", "FoldById", "ObservationsWrite",
+    # files, batch: read, normalize and pre-combine in one step (transforms.backfill)
+    assert {"ReadNormalizeGroup", "ToObservations", "FoldById", "ObservationsWrite",
             "AllDeadLetters", "DeadLettersWrite"} <= top
     assert "WriteFhir" not in top
     assert job.proto.type.name == "JOB_TYPE_BATCH"

@@ -179,7 +179,10 @@ def _walk(node, keys: set, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise _TooDeep
     for v in values:
-        _walk(v, keys, depth + 1)
+        if v.__class__ is dict and _LEAF_TYPES.issuperset(map(type, v.values())):
+            keys.update(v)  # a flat object (an envelope's body, its properties): no call
+        elif v.__class__ not in _LEAF_TYPES:
+            _walk(v, keys, depth + 1)
 
 
 def message_keys(message) -> Optional[set]:

@@ -24,7 +24,10 @@ class DeviceEvent(NamedTuple):
         raw = self.body
         try:
             if isinstance(raw, bytes):
-                raw = raw.decode("utf-8-sig")
+                # = decode("utf-8-sig") (one leading BOM dropped), without its Python-level codec
+                raw = raw.decode("utf-8")
+                if raw[:1] == "\ufeff":
+                    raw = raw[1:]
             value = json.loads(raw) if raw.strip() else None
         except (UnicodeDecodeError, ValueError):
             raise InvalidDataFormatException("The message body is not valid UTF-8 JSON.") from None
