@@ -13,7 +13,7 @@ from apache_beam.transforms import window
 from pipelines.options import IomtFhirOptions, writer_settings
 from pipelines.run import progress
 from pipelines.run.runners import kafka_expansion_service
-from transforms.backfill import ReadNormalizeGroup
+from transforms.backfill import ReadNormalizeGroup, folds_locally
 from transforms.fhir.client_setup import FhirClientFactory
 from transforms.fhir.retry import outage_budget
 from transforms.group import GroupMeasurements, window_for_mapping
@@ -45,10 +45,20 @@ def build(p: beam.Pipeline, opts: IomtFhirOptions, device_text: str, fhir_text: 
     if opts.input and not streaming:
         # Files, batch: read, normalize and pre-combine a whole file range per DoFn call
         # (transforms.backfill); the same groups as the element path below, far fewer elements.
-        read = p | "ReadNormalizeGroup" >> ReadNormalizeGroup(opts.input, opts.input_format, device_text,
-                                                              window_seconds)
-        groups = read["groups"]
+        # To JSON files: converted and folded by Observation id there too, so no shuffle holds
+        # every Observation of the archive (memory: README "Running at scale").
+        fold = (opts.output and getattr(opts, "output_format", None) != "fhir-ndjson" and not opts.fhir_url
+                and folds_locally(window_seconds, window_for_mapping(fhir_mapping)))
+        read = p | "ReadNormalizeGroup" >> ReadNormalizeGroup(
+            opts.input, opts.input_format, device_text, window_seconds,
+            fold_fhir_mapping=fhir_text if fold else None)
         dead_letters = [read[DEAD_LETTER_TAG]]
+        if fold:
+            out["observations"] = read["observations"]
+            out["dead_letter"] = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+            _ = out["dead_letter"] | "CountDeadLetters" >> beam.Map(progress.tally_dead_letter)
+            return out
+        groups = read["groups"]
     else:
         read = p | "Read" >> reader
         normalized = read["events"] | "Normalize" >> Normalize(device_text)

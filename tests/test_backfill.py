@@ -77,3 +77,46 @@ def test_a_file_that_cannot_be_read_is_one_read_dead_letter(tmp_path):
     assert groups == []
     assert [json.loads(d)["stage"] for d in dead] == ["read"]
     assert (groups, dead) == run(path, batch=False)
+
+
+FHIR_MAPPING = (ROOT / "templates" / "fhirmapping.json").read_text()
+DAY = 86400  # the example FHIR mapping's longest period: the launcher's window for it
+
+
+def observations(path, fold: bool, **batch_args):
+    """Observation JSON lines (``issued``, the build time, left out), sorted, and dead letters."""
+    from transforms.to_observations import FoldObservationsById, ToObservations
+
+    out_dir = path.parent / ("fold" if fold else "shuffle") / str(len(batch_args))
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        if fold:
+            out = p | ReadNormalizeGroup(str(path), "body", DEVICE_MAPPING, DAY, fold_fhir_mapping=FHIR_MAPPING,
+                                         **batch_args)
+            obs, dead = out["observations"], out[DEAD_LETTER_TAG]
+        else:
+            out = p | ReadNormalizeGroup(str(path), "body", DEVICE_MAPPING, DAY, **batch_args)
+            converted = out["groups"] | ToObservations(FHIR_MAPPING)
+            obs = converted.observations | FoldObservationsById(FHIR_MAPPING)
+            dead = (out[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG]) | beam.Flatten()
+        _ = (obs | "Json" >> beam.Map(lambda o: json.dumps({k: v for k, v in o.items() if k != "issued"},
+                                                              sort_keys=True))
+             | "WriteObs" >> beam.io.WriteToText(str(out_dir / "obs")))
+        _ = (dead | "DeadJson" >> beam.Map(json.dumps, sort_keys=True)
+             | "WriteDead" >> beam.io.WriteToText(str(out_dir / "dead")))
+    return tuple(sorted(line for f in sorted(out_dir.glob(name + "*")) for line in f.read_text().splitlines())
+                 for name in ("obs", "dead"))
+
+
+def test_converting_and_folding_per_fold_key_gives_the_observations_of_the_fold_shuffle(tmp_path):
+    """Daily windows (the mapping's longest period), ranges and flushes that split every group."""
+    from transforms.backfill import folds_locally
+    from transforms.group import window_for_mapping
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+
+    assert folds_locally(DAY, window_for_mapping(load_fhir_mapping(FHIR_MAPPING)))
+    assert not folds_locally(WINDOW, window_for_mapping(load_fhir_mapping(FHIR_MAPPING)))
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines()) + "\n")
+    obs, dead = observations(path, fold=False, range_bytes=4096, max_buffered=50)
+    assert len(obs) > 50 and len(dead) > 5
+    assert observations(path, fold=True, range_bytes=4096, max_buffered=50) == (obs, dead)

@@ -39,9 +39,9 @@ def repo_cwd(monkeypatch):
 
 def test_batch_files_job_translates(tmp_path):
     job, top = translate([f"--output={tmp_path / 'obs'}"], tmp_path)
-    # files, batch: read, normalize and pre-combine in one step (transforms.backfill)
-    assert {"ReadNormalizeGroup", "ToObservations", "FoldById", "ObservationsWrite",
-            "AllDeadLetters", "DeadLettersWrite"} <= top
+    # files, batch: read, normalize and pre-combine in one step, converted and folded per
+    # Observation id in another (transforms.backfill)
+    assert {"ReadNormalizeGroup", "ObservationsWrite", "AllDeadLetters", "DeadLettersWrite"} <= top
     assert "WriteFhir" not in top
     assert job.proto.type.name == "JOB_TYPE_BATCH"
 

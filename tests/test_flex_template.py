@@ -134,8 +134,8 @@ def test_batch_files_template_job_translates(repo_cwd, tmp_path):
         MAPPINGS, input="templates/sample/*.jsonl", output=tmp_path / "obs", single_file_outputs="true",
         dead_letter=tmp_path / "dead"))
     assert job.proto.type.name == "JOB_TYPE_BATCH"
-    assert {"ReadNormalizeGroup/ReadNormalizePrecombine", "ReadNormalizeGroup/Group", "ToObservations",
-            "ObservationsWrite"} <= names
+    assert {"ReadNormalizeGroup/ReadNormalizePrecombine", "ReadNormalizeGroup/Group",
+            "ReadNormalizeGroup/ConvertAndFold", "ObservationsWrite"} <= names
 
 
 def test_pubsub_template_job_translates_without_secrets(repo_cwd, tmp_path, monkeypatch):

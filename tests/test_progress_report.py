@@ -55,3 +55,34 @@ def test_local_run_prints_progress_and_writes_the_summary_file(tmp_path, capsys)
                                                          "InvalidDataFormatException": 1}}
     assert summary["exit_code"] == 0 and summary["elapsed_seconds"] > 0
     assert len(read_lines(d / "obs.jsonl")) == 2
+
+
+def test_worker_processes_counts_reach_the_progress_line(tmp_path, monkeypatch):
+    """FnApiRunner with worker processes (the file backfill's default): each process writes its
+    counts to the directory the launcher names, the reporter adds the files up."""
+    monkeypatch.setenv(progress.PROGRESS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(progress, "_published", [0.0])
+    progress.reset()
+    progress.counter("iomt_fhir", "DeviceEvent").inc(30)  # this process, as one worker
+    (tmp_path / "12345.json").write_text(json.dumps({"DeviceEvent": 12, "NormalizedEvent": 5}))  # another
+    (tmp_path / "half.json.tmp").write_text("{")  # a file being written is not read
+    assert progress.worker_counts(str(tmp_path))["DeviceEvent"] == 30 + 12
+    out = io.StringIO()
+    reporter = progress_report.ProgressReporter(3600, out, counts=lambda: progress.worker_counts(str(tmp_path)))
+    reporter.report()
+    assert "messages=42 measurements=5" in out.getvalue()
+
+
+def test_a_run_with_worker_processes_gets_a_reporter_reading_their_directory(monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner",
+                               "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    monkeypatch.delenv(progress.PROGRESS_DIR_ENV, raising=False)
+    reporter = progress_report.start_for(options, 3600)
+    try:
+        directory = reporter.workers_dir
+        assert progress.os.environ[progress.PROGRESS_DIR_ENV] == directory
+    finally:
+        reporter.stop()
+    assert progress.PROGRESS_DIR_ENV not in progress.os.environ and not progress.os.path.exists(directory)

@@ -92,3 +92,20 @@ def test_output_does_not_become_beams_output_executable_path(tmp_path, monkeypat
         assert beam_alone is None  # Beam 2.77's parsers take no abbreviation: the fill is then moot
     mine = ["--runner=FlinkRunner", "--output=o", "--output_executable_path=/x.jar"]
     assert fill_cached_runner_artifacts(mine) == mine
+
+
+def test_a_file_backfill_without_a_runner_gets_a_worker_process_per_core(monkeypatch):
+    from pipelines.run.runners import runner_line, with_batch_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    argv = with_batch_workers(["--input=x"])
+    assert argv == ["--input=x", "--runner=" + FN_API_RUNNER, "--direct_num_workers=4",
+                    "--direct_running_mode=multi_processing"]
+    assert "4 worker processes" in runner_line(argv, ["--input=x"])
+    # the number of workers is the user's, in either spelling; one worker runs in this process
+    assert with_batch_workers(["--direct_num_workers", "1"])[-2:] == ["--direct_num_workers=1",
+                                                                    "--direct_running_mode=in_memory"]
+    assert with_batch_workers(["--direct_num_workers=3"])[-2] == "--direct_num_workers=3"
+    assert with_batch_workers(["--direct_num_workers=0"])[-2] == "--direct_num_workers=4"  # 0: every core
+    # a runner the user names is left alone
+    assert with_batch_workers(["--runner=PrismRunner"]) == ["--runner=PrismRunner"]

@@ -24,7 +24,7 @@ Every guarantee of the element path, because the same functions do the work:
 Memory: at most ``max_buffered`` measurements are held as Python objects per DoFn; then the
 tables are handed on encoded (a few bytes a reading) and the DoFn starts over.
 """
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -40,11 +40,16 @@ from transforms.records.dead_letter import (DEAD_LETTER_TAG, STAGE_NORMALIZATION
                                             error_type_of)
 from transforms.records.measurement_set import MeasurementSet
 from transforms.sources import archive_formats as formats
-from transforms.sources.files import RANGE_BYTES, PlanReadsFn, ReadUnit, read_dead_letter, read_unit
+from transforms.sources.files import PlanReadsFn, ReadUnit, read_dead_letter, read_unit
+from transforms.to_observations import RESOURCES_TAG, FoldByIdDoFn, ToObservationsDoFn
 
 #: counters are added every this many messages (and at the end of a unit)
 COUNT_EVERY = 5000
 MAX_BUFFERED = 50_000
+#: byte ranges of a plain JSON-lines file: small enough that one file spreads evenly over the
+#: workers of one machine (a runner splits a stage's elements among its workers by count), large
+#: enough that a unit's fixed cost (open, seek, one DoFn call) is nothing against its lines
+RANGE_BYTES = 2 << 20
 
 
 class ReadNormalizePrecombineFn(beam.DoFn):
@@ -141,12 +146,58 @@ class ReadNormalizePrecombineFn(beam.DoFn):
             yield window.GlobalWindows.windowed_value(item)
 
 
+def fold_key(key, correlation_types: frozenset) -> tuple:
+    """What decides an Observation's id in a file output (patient, device, type, period or
+    correlation id): every group that can give the same id has the same fold key. The window
+    stands for the period (the windows are whole periods, see ``ReadNormalizeGroup``); a
+    correlation-id type's Observation spans windows, so its groups share one key."""
+    (device, mtype, patient, _encounter, _correlation), window_index = key
+    return device, mtype, patient, (-1 if mtype in correlation_types else window_index)
+
+
+class ConvertAndFoldFn(beam.DoFn):
+    """(fold key, [((group key, window), MeasurementSet), ...]) -> folded Observations.
+
+    ``ToObservations`` then ``FoldObservationsById`` (their own DoFns, so the same Observations,
+    dead letters and counters), in one step: every item of an Observation id is in this element
+    (``fold_key``), so no second shuffle holds the whole archive's Observations."""
+
+    def __init__(self, fhir_mapping_text: str):
+        self._convert = ToObservationsDoFn(fhir_mapping_text)
+        self._fold = FoldByIdDoFn(fhir_mapping_text)
+
+    def setup(self):
+        self._convert.setup()
+        self._fold.setup()
+
+    def process(self, element):
+        _, keyed = element
+        by_key: Dict[tuple, list] = {}
+        for key, acc in keyed:
+            by_key.setdefault(key, []).append(acc)
+        by_id: Dict[str, list] = {}
+        for key, accs in by_key.items():
+            for out in self._convert.process(merge_measurement_sets(key, accs)):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield out
+                else:
+                    by_id.setdefault(out.observation["id"], []).append(out)
+        for observation_id, items in by_id.items():
+            yield from self._fold.process((observation_id, items))
+
+
 class ReadNormalizeGroup(beam.PTransform):
-    """File pattern -> outputs ``groups`` (``(GroupKey, list[Measurement])``, as
-    ``GroupMeasurements``) and ``dead_letter`` (stages read and normalization)."""
+    """File pattern -> ``groups`` (``(GroupKey, list[Measurement])``, as ``GroupMeasurements``)
+    and ``dead_letter`` (stages read and normalization).
+
+    With ``fold_fhir_mapping`` (JSON file outputs): ``observations`` instead of ``groups``, the
+    Observations ``ToObservations | FoldObservationsById`` would give, converted and folded per
+    ``fold_key`` (dead letters of conversion included). The windows must then be whole multiples
+    of the mapping's longest period (``folds_locally``)."""
 
     def __init__(self, pattern: str, input_format: str, device_mapping_text: str, window_seconds: int,
-                 range_bytes: int = RANGE_BYTES, max_buffered: int = MAX_BUFFERED):
+                 range_bytes: int = RANGE_BYTES, max_buffered: int = MAX_BUFFERED,
+                 fold_fhir_mapping: Optional[str] = None):
         super().__init__()
         if input_format not in formats.INPUT_FORMATS:
             raise ValueError(f"--input-format must be one of {', '.join(formats.INPUT_FORMATS)}")
@@ -156,6 +207,7 @@ class ReadNormalizeGroup(beam.PTransform):
         self._window_ticks = window_seconds * timeutil.TICKS_PER_SECOND
         self._range_bytes = range_bytes
         self._max = max_buffered
+        self._fold_text = fold_fhir_mapping
 
     def expand(self, pbegin):
         read = (pbegin
@@ -168,7 +220,32 @@ class ReadNormalizeGroup(beam.PTransform):
                 | "ReadNormalizePrecombine" >> beam.ParDo(ReadNormalizePrecombineFn(
                     self._format, self._text, self._window_ticks, self._max)).with_output_types(
                         Tuple[Any, MeasurementSet]).with_outputs(DEAD_LETTER_TAG, main="accumulators"))
-        groups = (read.accumulators
-                  | "Group" >> beam.GroupByKey()
-                  | "Merge" >> beam.MapTuple(merge_measurement_sets))
-        return {"groups": groups, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
+        if self._fold_text is None:
+            groups = (read.accumulators
+                      | "Group" >> beam.GroupByKey()
+                      | "Merge" >> beam.MapTuple(merge_measurement_sets))
+            return {"groups": groups, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
+        types = correlation_types(self._fold_text)
+        converted = (read.accumulators
+                     | "FoldKey" >> beam.Map(lambda kv: (fold_key(kv[0], types), kv)).with_output_types(
+                         Tuple[Any, Tuple[Any, MeasurementSet]])
+                     | "Group" >> beam.GroupByKey()
+                     | "ConvertAndFold" >> beam.ParDo(ConvertAndFoldFn(self._fold_text)).with_outputs(
+                         DEAD_LETTER_TAG, RESOURCES_TAG, main="observations"))
+        dead = ((read[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG]) | "ReadAndConvertDeadLetters" >> beam.Flatten())
+        return {"observations": converted.observations, DEAD_LETTER_TAG: dead}
+
+
+def correlation_types(fhir_mapping_text: str) -> frozenset:
+    """Measurement types whose Observations group by correlation id (not by period)."""
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+    from transforms.mapping.grouping import CORRELATION_ID
+
+    return frozenset(t.type_name for t in load_fhir_mapping(fhir_mapping_text).templates()
+                     if t.period_interval == CORRELATION_ID)
+
+
+def folds_locally(window_seconds: int, longest_period_seconds: int) -> bool:
+    """Whether every Observation period lies in one window (windows are epoch-aligned, and a
+    whole multiple of the longest period holds whole hours and UTC days)."""
+    return window_seconds % longest_period_seconds == 0

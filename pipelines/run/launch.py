@@ -26,7 +26,7 @@ from pipelines.run import help as run_help, kafka_checks, preflight
 from pipelines.run import progress as progress_report
 from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
 from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, resolve_runner_aliases,
-                                   runner_in, runner_line, with_default_runner)
+                                   runner_in, runner_line, with_batch_workers, with_default_runner)
 from pipelines.run.summary import print_summary
 from transforms.sinks.bulk_ndjson import write_bulk
 from transforms.sinks.json_files import write_json_lines
@@ -76,6 +76,11 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
             options = PipelineOptions(argv)
             opts = options.view_as(IomtFhirOptions)
     given = argv
+    if not streaming and opts.input:  # a file backfill: every core unless a runner is named
+        argv = with_batch_workers(argv)
+        if argv != given:
+            options = PipelineOptions(argv)
+            opts = options.view_as(IomtFhirOptions)
     if streaming:
         argv = with_default_runner(argv, streaming)
         if argv != given:
@@ -136,6 +141,8 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         raise LaunchError(str(e)) from None
     if opts.output and opts.output_format == "fhir-ndjson":
         write_bulk(out["write_items"], out["resources"], opts.output, fhir_text)
+    elif opts.output and "observations" in out:  # batch files: already folded (transforms.backfill)
+        write_json_lines(out["observations"], opts.output, streaming, opts.single_file_outputs, "Observations")
     elif opts.output:
         items = out["write_items"]
         if not streaming:

@@ -8,8 +8,10 @@ stderr with counts only (never content or ids)::
     updated=12 unchanged=0 to_file=0 dead_letters=3 msgs_per_s=20300
 
 The counts come from ``transforms.metrics`` (in-process, see there), so lines appear on
-runners that run the job in this process (``FnApiRunner``, the direct runners); elsewhere
-the runner's own console shows progress and only the final summary is printed here.
+runners that run the job in this process (``FnApiRunner``, the direct runners) or in worker
+processes of this machine (``FnApiRunner`` multi-processing: they write their counts to a
+directory this reads); elsewhere the runner's own console shows progress and only the final
+summary is printed here.
 ``files`` appears once the read stage reports ``FilesMatched`` / ``FilesRead``.
 """
 import json
@@ -59,8 +61,10 @@ class ProgressReporter:
     """A daemon thread printing ``progress_line`` every ``interval`` seconds until stopped."""
 
     def __init__(self, interval: float, stream: Optional[IO[str]] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 counts: Optional[Callable[[], Dict[str, int]]] = None):
         self._interval = interval
+        self._counts = counts
         self._stream = stream
         self._clock = clock
         self._stop = threading.Event()
@@ -80,7 +84,9 @@ class ProgressReporter:
 
     def report(self) -> None:
         stream = self._stream or sys.stderr
-        print(progress_line(progress.snapshot(), self.elapsed()), file=stream, flush=True)
+        # worker processes' counts (this process writes its own there too), else this process's
+        counts = self._counts() if self._counts is not None else progress.snapshot()
+        print(progress_line(counts, self.elapsed()), file=stream, flush=True)
 
     def elapsed(self) -> float:
         return self._clock() - self.started
@@ -89,13 +95,43 @@ class ProgressReporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        directory = getattr(self, "workers_dir", None)
+        if directory:  # the worker processes' count files (start_for)
+            import os
+            import shutil
+
+            os.environ.pop(progress.PROGRESS_DIR_ENV, None)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def runs_in_local_workers(options) -> bool:
+    """``FnApiRunner`` with worker processes on this machine (the file backfill's default)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or ""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return (name.rsplit(".", 1)[-1] == "FnApiRunner"
+            and options.view_as(DirectOptions).direct_running_mode == "multi_processing")
 
 
 def start_for(options, interval: float) -> Optional[ProgressReporter]:
-    """A started reporter when the run is in this process and ``interval`` > 0, else None."""
-    if interval <= 0 or not runs_in_process(options):
+    """A started reporter when the run is in this process, or in worker processes of this
+    machine (they write their counts to a directory, ``transforms.metrics.PROGRESS_DIR_ENV``),
+    and ``interval`` > 0; else None."""
+    if interval <= 0:
         return None
-    return ProgressReporter(interval).start()
+    if runs_in_process(options):
+        return ProgressReporter(interval).start()
+    if runs_in_local_workers(options):
+        import os
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="iomt-fhir-progress-")
+        os.environ[progress.PROGRESS_DIR_ENV] = directory  # the workers, started next, inherit it
+        reporter = ProgressReporter(interval, counts=lambda: progress.worker_counts(directory))
+        reporter.workers_dir = directory
+        return reporter.start()
+    return None
 
 
 def tally_dead_letter(record) -> None:
