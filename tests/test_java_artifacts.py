@@ -1,9 +1,11 @@
 """Launcher jars and the cache layout of pipelines/run/java_artifacts.py; the pins agree."""
+import os
 import re
 import zipfile
 
 import pytest
 
+from ci_fixtures import missing
 from conftest import REPO
 from pipelines.run import java_artifacts
 
@@ -56,3 +58,29 @@ def test_java_and_go_pins_are_the_beam_of_their_environment():
         required = re.search(r"github.com/apache/beam/sdks/v2 v(\S+)", gomod.read_text()).group(1)
         assert required == gomod.parent.name, gomod
     assert java_artifacts.beam_version() in (main, flink), "run the tests in .venv or .venv-flink (scripts/test)"
+
+
+def test_launcher_jar_carries_the_logging_settings(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "a.jar").write_bytes(b"")
+    out = tmp_path / "run.jar"
+    java_artifacts.write_launcher_jar(str(out), "x.Main", str(lib))
+    with zipfile.ZipFile(out) as jar:
+        props = jar.read("simplelogger.properties").decode()
+    assert "org.slf4j.simpleLogger.defaultLogLevel=warn" in props.splitlines()
+
+
+def test_cached_java_jars_log_through_slf4j_simple_never_back_into_java_util_logging():
+    """With Kafka IO EMBEDDED, the Java SDK harness inside the job server forwards every
+    java.util.logging record to the job server's logging service, which logs it again through
+    SLF4J: an SLF4J binding to java.util.logging (slf4j-jdk14) made each line go round forever
+    and kept a core busy. The jars setup caches must bind SLF4J elsewhere."""
+    lib = java_artifacts.java_dir("2.62.0")
+    if not os.path.isdir(os.path.join(lib, "lib")):
+        missing(f"Beam 2.62's Java jars not cached at {lib} (scripts/setup-java)")
+    jars = os.listdir(os.path.join(lib, "lib"))
+    assert not [j for j in jars if j.startswith("slf4j-jdk14")]
+    assert [j for j in jars if j.startswith("slf4j-simple")]
+    with zipfile.ZipFile(os.path.join(lib, java_artifacts.FLINK_JOB_SERVER_JAR)) as jar:
+        assert "simplelogger.properties" in jar.namelist()

@@ -99,8 +99,20 @@ def manifest(main_class: str, class_path: List[str]) -> bytes:
             + b"\r\n")
 
 
+#: slf4j-simple's settings (scripts/java/pom.xml says why that backend): warnings and errors of
+#: the job server, the expansion service, Flink and the Kafka client, to stderr, which Beam
+#: reads; their INFO lines (a Flink checkpoint every 10 s, Kafka consumer set-up) stay out.
+SIMPLE_LOGGER_PROPERTIES = (
+    "org.slf4j.simpleLogger.defaultLogLevel=warn\n"
+    "org.slf4j.simpleLogger.logFile=System.err\n"
+    "org.slf4j.simpleLogger.showDateTime=true\n"
+    "org.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ\n"
+)
+
+
 def write_launcher_jar(path: str, main_class: str, lib_dir: str) -> None:
-    """Write ``path`` as a manifest-only jar over every jar in ``lib_dir`` (atomically).
+    """Write ``path`` as a manifest-only jar over every jar in ``lib_dir`` (atomically), with
+    the logging settings (``SIMPLE_LOGGER_PROPERTIES``) as its one resource.
 
     Class-Path entries are relative to the launcher jar, so the directory can move as a whole.
     """
@@ -112,6 +124,7 @@ def write_launcher_jar(path: str, main_class: str, lib_dir: str) -> None:
     tmp = path + ".tmp"
     with zipfile.ZipFile(tmp, "w") as jar:
         jar.writestr("META-INF/MANIFEST.MF", manifest(main_class, class_path))
+        jar.writestr("simplelogger.properties", SIMPLE_LOGGER_PROPERTIES)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,290 @@
+"""Issue 20's clinic-live benchmark: a steady Kafka load into ``iomt-fhir run`` on Flink
+``[local]``, measured as a user would feel it: how long a reading takes from its send to being
+readable on the FHIR server, whether any reading is lost, and how many versions of each open
+Observation the server stores per hour.
+
+Why these three: latency is what a clinician waits for, lost readings are what a hospital cannot
+accept, and versions are what a real FHIR server keeps on disk forever (issue 17's history).
+
+The mapping is the example's, as a user streams it, with one change so every reading stays
+findable: heart rate is the hourly SampledData Observation of the example with one-second slots
+(a device reads every ``devices / rate`` >= 1 s, so each reading has its own slot; the example's
+one-minute slots would merge readings by design), every other type one Observation per reading
+(``readings.fhir_mapping_text``). So the hourly Observation is updated at every early firing,
+as in production, and its versions are counted.
+
+- **Latency**: ``probes`` heart-rate devices' Observations are polled about every second; a
+  reading's latency is from its scheduled send time (the simulator stamps each message with it,
+  ``devices.scheduled_clock``; a sender running late makes the figure larger, never smaller) to
+  the first poll that shows its value in its slot.
+- **Lost**: after the drain, every Observation of every device is compared with what the pure
+  mapping core makes of the topic's records (``transforms.mapping.offline``): a slot or a
+  reading missing is lost.
+- **Versions**: the probes' hourly Observations' ``_history``, per hour of the measured send.
+
+Figures only, never a message body or an identifier, reach the output. Shares ``LocalStack``,
+``StreamJob`` and ``kafka_watch`` with ``scripts/soak_stream`` (``stream_load``).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Dict, List, Optional, Tuple
+
+import requests
+
+from pipelines.simulator import kafka_watch
+from pipelines.simulator.devices import simulated_devices
+from pipelines.simulator.readings import device_ids, fhir_mapping_text, reading
+from pipelines.simulator.stream_job import StreamJob
+from pipelines.simulator.stream_load import READY_TIMEOUT, LocalStack, Sampler, _event, _log
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HEART_RATE = "heartrate"
+
+
+def bench_fhir_mapping_text() -> str:
+    """``fhir_mapping_text`` with heart rate back to the example's hourly SampledData, in
+    one-second slots (module docstring)."""
+    example = json.loads((REPO / "templates" / "fhirmapping.json").read_text(encoding="utf-8"))
+    mapping = json.loads(fhir_mapping_text())
+    for entry, original in zip(mapping["template"], example["template"]):
+        if entry["template"]["typeName"] == HEART_RATE:
+            entry["template"] = dict(original["template"])
+            entry["template"]["value"] = dict(original["template"]["value"], defaultPeriod=1000)
+    return json.dumps(mapping)
+
+
+def percentile(values: List[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, math.ceil(q * len(s)) - 1))]
+
+
+def _slot_seconds(obs: dict) -> Dict[int, str]:
+    """SampledData slot second -> value of one Observation (``E`` slots left out)."""
+    from transforms.mapping import timeutil
+    sd = obs["valueSampledData"]
+    origin = timeutil.to_unix_seconds(timeutil.parse_iso(obs["effectivePeriod"]["start"]))
+    return {int(round(origin + k * sd["period"] / 1000)): token
+            for k, token in enumerate(sd.get("data", "").split()) if token != "E"}
+
+
+def contents(observations: List[dict], device_of: Dict[str, str]) -> Tuple[collections.Counter, Dict]:
+    """``(readings of the per-reading Observations, {(device, slot second): value} of the
+    SampledData ones)``: what a set of Observations holds, independent of server ids."""
+    plain, slots = collections.Counter(), {}
+    for obs in observations:
+        device = obs["device"]["reference"].split("/", 1)[1]
+        device = device_of.get(device, device)
+        if "valueSampledData" in obs:
+            for second, value in _slot_seconds(obs).items():
+                slots[(device, second)] = value
+        else:
+            plain[reading(obs, device_of)] += 1
+    return plain, slots
+
+
+def _device_observations(session: requests.Session, base: str, resource_id: str, timeout: float) -> List[dict]:
+    out, url, params = [], f"{base}/Observation", {"device": f"Device/{resource_id}", "_count": "1000"}
+    while url:
+        r = session.get(url, params=params, timeout=timeout)
+        r.raise_for_status()
+        bundle = r.json()
+        out += [e["resource"] for e in bundle.get("entry") or []]
+        url = next((link["url"] for link in bundle.get("link") or [] if link.get("relation") == "next"), None)
+        params = None
+    return out
+
+
+class ProbePoller(threading.Thread):
+    """About every ``interval`` s: the probe devices' heart-rate slots; the first time each
+    (device, second, value) is seen."""
+
+    def __init__(self, base: str, probes: Dict[str, str], interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.base, self.probes, self.interval = base, probes, interval
+        self.first_seen: Dict[Tuple[str, int, str], float] = {}
+        self.cycles: List[float] = []  # seconds per poll of all probes: part of every latency
+        self.halt = threading.Event()
+        self.session = requests.Session()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            cycle_started = time.monotonic()
+            for resource_id, device in self.probes.items():
+                try:
+                    found = _device_observations(self.session, self.base, resource_id, timeout=10)
+                except requests.RequestException:
+                    continue  # a slow answer: the next poll sees it, later (the figure only grows)
+                now = time.time()
+                for obs in found:
+                    if "valueSampledData" in obs:
+                        for second, value in _slot_seconds(obs).items():
+                            self.first_seen.setdefault((device, second, value), now)
+            self.cycles.append(time.monotonic() - cycle_started)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=60)
+
+
+def history_versions(base: str, observation_ids: List[str]) -> List[int]:
+    session, out = requests.Session(), []
+    for oid in observation_ids:
+        r = session.get(f"{base}/Observation/{oid}/_history", params={"_count": "1000"}, timeout=30)
+        r.raise_for_status()
+        bundle = r.json()
+        out.append(bundle.get("total") or len(bundle.get("entry") or []))
+    return out
+
+
+def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Path, probes: int = 10,
+              drain: float = 300.0, job_args: Optional[List[str]] = None) -> Dict[str, float]:
+    """The job first (on an empty 2-partition topic, warmed up by one message), then
+    ``rate`` msg/s for ``seconds`` from ``1.25 x rate`` devices; then up to ``drain`` s for
+    every reading to be readable. Returns the figures."""
+    from transforms.mapping.device_templates import load_device_mapping
+    from transforms.mapping.fhir_templates import load_fhir_mapping
+    from transforms.mapping.offline import observations_for
+    from transforms.mapping.timeutil import TICKS_PER_SECOND
+
+    devices = max(3, int(rate * 1.25 + 0.999))
+    topic, group = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:6]}"
+    system = f"urn:bench:{uuid.uuid4().hex[:8]}"
+    config = kafka_watch.client_config(stack.bootstrap)
+    kafka_watch.create_topic(config, topic, partitions=2)
+    device_text = (REPO / "templates" / "devicecontent.json").read_text(encoding="utf-8")
+    fhir_text = bench_fhir_mapping_text()
+    (workdir / "dm.json").write_text(device_text, encoding="utf-8")
+    (workdir / "fm.json").write_text(fhir_text, encoding="utf-8")
+    simulator = [sys.executable, str(REPO / "scripts" / "simulate_devices.py"), "--to", "kafka",
+                 "--kafka-topic", topic, "--kafka-bootstrap-servers", stack.bootstrap, "--devices", str(devices)]
+    roster = simulated_devices(devices)
+    device_of = device_ids([d["device_id"] for d in roster], system)
+    watches = [d["device_id"] for d in roster if d["kind"] == "smartwatch"][:probes]
+    probe_of = {rid: dev for rid, dev in device_of.items() if dev in watches}
+    job = StreamJob(["--kafka-bootstrap-servers", stack.bootstrap, "--kafka-topic", topic,
+                     "--eventhub-consumer-group", group, "--runner=FlinkRunner", "--flink_master=[local]",
+                     "--environment_type=LOOPBACK", "--fhir-url", stack.fhir_url, "--identity-mode", "Create",
+                     "--device-identifier-system", system, "--dead-letter", str(workdir / "dead"),
+                     "--device-mapping", str(workdir / "dm.json"), "--fhir-mapping", str(workdir / "fm.json"),
+                     *(job_args or [])], workdir / "job.log")
+    poller = sampler = None
+    try:
+        subprocess.run([*simulator, "--count", "1"], check=True, timeout=60, capture_output=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while kafka_watch.lag(kafka_watch.end_offsets(config, topic),
+                              kafka_watch.committed_offsets(config, topic, group)) > 0:
+            if not job.running() or time.monotonic() > deadline:
+                raise RuntimeError(f"the job did not start reading; see {workdir / 'job.log'}")
+            time.sleep(2)
+        warm_end = kafka_watch.end_offsets(config, topic)
+        _log(f"job reading; sending {rate:g} msg/s from {devices} devices for {seconds:g} s")
+        poller, sampler = ProbePoller(stack.fhir_url, probe_of), Sampler(config, topic, group, job)
+        poller.start()
+        sampler.start()
+        started = time.monotonic()
+        sender = subprocess.run([*simulator, "--rate", str(rate), "--duration", str(seconds)],
+                                capture_output=True, text=True, timeout=seconds + 600)
+        sent_seconds = time.monotonic() - started
+        if sender.returncode != 0:
+            raise RuntimeError(f"the simulator failed: {sender.stderr[-500:]}")
+        ends = kafka_watch.end_offsets(config, topic)
+        sent = sum(ends.values()) - sum(warm_end.values())
+        _log(f"sent {sent} in {sent_seconds:.0f} s; draining")
+        records = kafka_watch.read_topic(config, topic, ends, timeout=300)
+        numbered = []
+        dmap, fmap = load_device_mapping(device_text), load_fhir_mapping(fhir_text)
+        probe_sends: Dict[Tuple[str, int, str], float] = {}
+        send_time: Dict[Tuple[str, float], float] = {}  # (probe device, reading time) -> its exact stamp
+        for n, record in enumerate(records):
+            event = _event(topic, record)()
+            for m in dmap.get_measurements(event.to_message(), event.ingestion_time):
+                numbered.append((n, m))
+                if m.type == HEART_RATE and m.device_id in watches:
+                    stamp = m.occurrence_time / TICKS_PER_SECOND
+                    send_time[(m.device_id, int(stamp))] = stamp
+        offline = [o for o, failure in observations_for(fmap, numbered) if failure is None]
+        for o in offline:  # Create mode's ids stand for the offline ones: compare by device identifier
+            o["device"] = {"reference": "Device/" + o["device"]["reference"].split("/", 1)[1]}
+        want_plain, want_slots = contents(offline, {})
+        for (device, second), value in want_slots.items():
+            if device in watches:
+                probe_sends[(device, second, value)] = None
+        drain_started = time.monotonic()
+        session = requests.Session()
+        while True:
+            got = [o for rid in device_of for o in _device_observations(session, stack.fhir_url, rid, 60)]
+            got_plain, got_slots = contents(got, device_of)
+            lost = (sum((want_plain - got_plain).values())
+                    + sum(1 for k, v in want_slots.items() if got_slots.get(k) != v))
+            if lost == 0 or time.monotonic() - drain_started > drain:
+                break
+            time.sleep(5)
+        drain_s = time.monotonic() - drain_started
+    finally:
+        for thread in (poller, sampler):
+            if thread is not None:
+                thread.stop()
+        job.stop()
+    # latency: from the reading's scheduled send (its own timestamp, whole seconds in the slot) to first seen
+    latencies = []
+    for (device, second, value) in probe_sends:
+        seen = poller.first_seen.get((device, second, value))
+        sent_at = send_time.get((device, second), float(second))
+        latencies.append(seen - sent_at if seen is not None else math.inf)
+    heart_ids = [o["id"] for o in got if "valueSampledData" in o and device_of.get(
+        o["device"]["reference"].split("/", 1)[1]) in watches]
+    versions = history_versions(stack.fhir_url, heart_ids) if heart_ids else []
+    hours = sent_seconds / 3600.0
+    return {"rate": sent / sent_seconds, "sent": sent, "devices": devices, "readings": sum(want_plain.values())
+            + len(want_slots), "lost": lost, "extra": sum((got_plain - want_plain).values()),
+            "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95), "latency_n": len(latencies),
+            "versions_per_observation_hour": (sum(versions) / len(versions) / hours) if versions else float("nan"),
+            "lag_max": max(sampler.samples.lag, default=0), "drain_s": drain_s,
+            "poll_cycle_s": percentile(poller.cycles, 0.5),
+            "rss_max_mb": max(sampler.samples.rss_mb, default=0.0)}
+
+
+def result_line(f: Dict[str, float]) -> str:
+    return (f"rate={f['rate']:.0f} p95_latency_s={f['p95']:.2f} lost={f['lost']} "
+            f"versions_per_observation_hour={f['versions_per_observation_hour']:.0f}")
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="bench_stream_load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=500.0, help="messages per second (default 500)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of sending (default 120)")
+    p.add_argument("--probes", type=int, default=10, help="heart-rate devices polled for latency (default 10)")
+    p.add_argument("--drain", type=float, default=300.0, help="seconds allowed after the last send (default 300)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    p.add_argument("job_args", nargs="*", help="extra 'iomt-fhir run' options (after --)")
+    a = p.parse_args(argv)
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-stream-load-"))
+    _log(f"work directory {workdir}")
+    with LocalStack(workdir) as stack:
+        f = run_bench(stack, a.rate, a.duration, workdir, probes=a.probes, drain=a.drain, job_args=a.job_args)
+    print(f"sent={f['sent']} devices={f['devices']} readings={f['readings']} extra_or_twice={f['extra']} "
+          f"p50_latency_s={f['p50']:.2f} latency_readings={f['latency_n']} poll_cycle_s={f['poll_cycle_s']:.2f} "
+          f"lag_max={f['lag_max']} "
+          f"drain_s={f['drain_s']:.0f} job_rss_max_mb={f['rss_max_mb']:.0f} "
+          f"load_avg_1m={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
+    print(result_line(f))
+    if not a.keep:
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if f["lost"] == 0 and f["p95"] <= 10.0 else 1
