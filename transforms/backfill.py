@@ -38,7 +38,7 @@ from transforms.mapping.grouping import keep_latest
 from transforms.normalize import normalize_event
 from transforms.records.dead_letter import (DEAD_LETTER_TAG, STAGE_NORMALIZATION, STAGE_READ, dead_letter,
                                             error_type_of)
-from transforms.records.measurement_set import MeasurementSet
+from transforms.records.measurement_set import MeasurementSet, MeasurementsCoder
 from transforms.sources import archive_formats as formats
 from transforms.sources.files import PlanReadsFn, ReadUnit, read_dead_letter, read_unit
 from transforms.to_observations import RESOURCES_TAG, FoldByIdDoFn, ToObservationsDoFn
@@ -53,7 +53,7 @@ RANGE_BYTES = 2 << 20
 
 
 class ReadNormalizePrecombineFn(beam.DoFn):
-    """A read unit -> ``((group key, window index), MeasurementSet)`` and dead letters."""
+    """A read unit -> ``((group key, window index), encoded MeasurementSet)`` and dead letters."""
 
     def __init__(self, input_format: str, device_mapping_text: str, window_ticks: int,
                  max_buffered: int = MAX_BUFFERED):
@@ -106,7 +106,8 @@ class ReadNormalizePrecombineFn(beam.DoFn):
                     keep_latest(acc, m)
                 self._buffered += len(measurements)
                 if self._buffered >= self._max:  # hand the tables on, encoded, and start over
-                    yield from table.items()
+                    for key, acc in table.items():
+                        yield key, _encode(acc)
                     table = self._table = {}
                     self._buffered = 0
                 if counts[0] >= COUNT_EVERY:
@@ -142,8 +143,22 @@ class ReadNormalizePrecombineFn(beam.DoFn):
 
     def finish_bundle(self):
         table, self._table, self._buffered = self._table, {}, 0
-        for item in table.items():
-            yield window.GlobalWindows.windowed_value(item)
+        for key, acc in table.items():
+            yield window.GlobalWindows.windowed_value((key, _encode(acc)))
+
+
+# Accumulators cross the shuffle as bytes, encoded here: FnApiRunner's shuffle decodes every
+# value it groups and holds the decoded objects until the next stage reads them (the whole
+# archive's measurements as Python objects in the runner process: 904 MB of the runner's peak
+# at 10M messages); bytes stay bytes, a dozen per reading, and are decoded once, where merged.
+_CODER = MeasurementsCoder().get_impl()
+_encode = _CODER.encode
+_decode = _CODER.decode
+
+
+def merge_encoded(key, blobs) -> tuple:
+    """(key, window index), encoded accumulators -> (key, measurements), as ``merge_measurement_sets``."""
+    return merge_measurement_sets(key, [_decode(b) for b in blobs])
 
 
 def fold_key(key, correlation_types: frozenset) -> tuple:
@@ -156,7 +171,7 @@ def fold_key(key, correlation_types: frozenset) -> tuple:
 
 
 class ConvertAndFoldFn(beam.DoFn):
-    """(fold key, [((group key, window), MeasurementSet), ...]) -> folded Observations.
+    """(fold key, [((group key, window), encoded MeasurementSet), ...]) -> folded Observations.
 
     ``ToObservations`` then ``FoldObservationsById`` (their own DoFns, so the same Observations,
     dead letters and counters), in one step: every item of an Observation id is in this element
@@ -177,7 +192,7 @@ class ConvertAndFoldFn(beam.DoFn):
             by_key.setdefault(key, []).append(acc)
         by_id: Dict[str, list] = {}
         for key, accs in by_key.items():
-            for out in self._convert.process(merge_measurement_sets(key, accs)):
+            for out in self._convert.process(merge_encoded(key, accs)):
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     yield out
                 else:
@@ -219,16 +234,16 @@ class ReadNormalizeGroup(beam.PTransform):
                 # accumulators
                 | "ReadNormalizePrecombine" >> beam.ParDo(ReadNormalizePrecombineFn(
                     self._format, self._text, self._window_ticks, self._max)).with_output_types(
-                        Tuple[Any, MeasurementSet]).with_outputs(DEAD_LETTER_TAG, main="accumulators"))
+                        Tuple[Any, bytes]).with_outputs(DEAD_LETTER_TAG, main="accumulators"))
         if self._fold_text is None:
             groups = (read.accumulators
                       | "Group" >> beam.GroupByKey()
-                      | "Merge" >> beam.MapTuple(merge_measurement_sets))
+                      | "Merge" >> beam.MapTuple(merge_encoded))
             return {"groups": groups, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
         types = correlation_types(self._fold_text)
         converted = (read.accumulators
                      | "FoldKey" >> beam.Map(lambda kv: (fold_key(kv[0], types), kv)).with_output_types(
-                         Tuple[Any, Tuple[Any, MeasurementSet]])
+                         Tuple[Any, Tuple[Any, bytes]])
                      | "Group" >> beam.GroupByKey()
                      | "ConvertAndFold" >> beam.ParDo(ConvertAndFoldFn(self._fold_text)).with_outputs(
                          DEAD_LETTER_TAG, RESOURCES_TAG, main="observations"))

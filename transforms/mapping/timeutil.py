@@ -117,6 +117,16 @@ def parse_iso(text: str) -> Optional[int]:
     if len(text) >= 19 and text[16] == ":":
         base = _MINUTES.get(text[:16])
         if base is not None:
+            if len(text) == 24 and text[19] == "." and text[23] == "Z":
+                # "ss.fffZ", what devices send most: the regex's result without the regex
+                # (isdecimal is exactly the regex's \d, and int() reads what it accepts)
+                second, frac = text[17:19], text[20:23]
+                if second.isdecimal() and frac.isdecimal():
+                    sec = int(second)
+                    if sec > 59:
+                        return None
+                    t = base + sec * TICKS_PER_SECOND + int(frac) * 10_000
+                    return t if MIN_TICKS <= t <= MAX_TICKS else None
             m = _TAIL_RE.match(text, 17)
             if m is None:
                 return None
