@@ -80,10 +80,18 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     path = work / "messages.jsonl"
     t0 = time.perf_counter()
-    n, devices, minutes = write_year(path, a.messages)
+    stamp = work / "messages.count"
+    if a.keep and path.exists() and stamp.exists() and stamp.read_text().split()[0] == str(a.messages):
+        n, devices, minutes = (int(x) for x in stamp.read_text().split()[1:])  # --keep: reuse the file
+    else:
+        n, devices, minutes = write_year(path, a.messages)
+        stamp.write_text(f"{a.messages} {n} {devices} {minutes}")
     print(f"messages={n} devices={devices} days={minutes / 1440:.0f} file={path.stat().st_size / 1e6:.0f} MB "
           f"(written in {time.perf_counter() - t0:.0f}s)", flush=True)
     out_dir = work / "out"
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())", "run",
            f"--device-mapping={ROOT / 'templates/devicecontent.json'}",
