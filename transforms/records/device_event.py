@@ -12,6 +12,29 @@ from transforms.mapping.device_templates import TOO_DEEP, envelope
 from transforms.mapping.errors import InvalidDataFormatException
 
 
+_DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once  # json's C scanner: what ``json.loads`` runs, without its two Python frames
+_WS = json.decoder.WHITESPACE.match
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text) if text.strip() else None``, with ``json.loads``' own steps inlined.
+
+    Why: it runs for every message (the profile of a backfill: about a tenth of the per-message
+    cost was ``json.loads``' Python-level wrapper). ``JSONDecoder.decode`` is: skip JSON
+    whitespace, scan one value, skip whitespace, refuse extra data; the same steps here, so
+    the same values and the same failures (``ValueError``). A blank body is ``None`` by
+    ``str.strip``'s wider notion of blank, as before: on any failure the slow path decides."""
+    idx = _WS(text, 0).end()
+    try:
+        value, end = _SCAN(text, idx)
+    except StopIteration:
+        value, end = None, -1
+    if end < 0 or _WS(text, end).end() != len(text):
+        return json.loads(text) if text.strip() else None  # the exact error or blank
+    return value
+
+
 class DeviceEvent(NamedTuple):
     body: Union[bytes, str]
     properties: Optional[Dict[str, Any]] = None
@@ -28,7 +51,7 @@ class DeviceEvent(NamedTuple):
                 raw = raw.decode("utf-8")
                 if raw[:1] == "\ufeff":
                     raw = raw[1:]
-            value = json.loads(raw) if raw.strip() else None
+            value = _loads(raw)
         except (UnicodeDecodeError, ValueError):
             raise InvalidDataFormatException("The message body is not valid UTF-8 JSON.") from None
         except RecursionError:
