@@ -185,3 +185,26 @@ def test_a_skipped_template_is_really_skipped(message, monkeypatch):
     monkeypatch.setattr(idx, "_compile_need", lambda need: lambda keys: False)
     m = mapping(True)
     assert m.get_measurements(message) == []  # "either" is guarded: skipped
+
+
+def _walked(message):
+    keys = set()
+    idx._walk(message, keys, 0)
+    return keys
+
+
+def test_message_keys_envelope_fast_path_is_the_walk():
+    """The flat-envelope shortcut of ``message_keys`` gives the recursive walk's key set."""
+    flat = {"heartRate": "75", "deviceId": "d", "n": 1, "f": 1.5, "b": True, "z": None}
+    for message in (
+            {"Body": flat, "Properties": {}, "SystemProperties": {"x-file": "/a"}},
+            {"Body": flat, "Properties": {"p": 1}, "SystemProperties": {}},
+            {"Body": "text", "Properties": {}, "SystemProperties": {}},
+            {"Body": None, "Properties": {"k": "v"}, "SystemProperties": {}},
+            {"Body": [flat, {"steps": 3}], "Properties": {}, "SystemProperties": {}},
+            {"Body": {"a": {"b": {"c": 1}}}, "Properties": {"q": 2}, "SystemProperties": {}},
+            {"Body": {"a": [{"b": 1}]}, "Properties": {}, "SystemProperties": {"s": 1}},
+            {"Body": flat, "Properties": {"deep": {"x": 1}}, "SystemProperties": {}},
+            {"Body": flat, "Properties": {}, "SystemProperties": {"list": [1, {"y": 2}]}},
+            {}, {"a": 1}, {"a": {}}):
+        assert idx.message_keys(message) == _walked(message), message

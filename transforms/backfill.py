@@ -109,7 +109,10 @@ class ReadNormalizePrecombineFn(beam.DoFn):
                     acc = table.get(key)
                     if acc is None:
                         acc = table[key] = MeasurementSet()
-                    keep_latest(acc, m)
+                    if m.occurrence_time in acc:  # the collapse rule decides
+                        keep_latest(acc, m)
+                    else:  # nothing to collapse with: what keep_latest does, without the call
+                        acc[m.occurrence_time] = m
                 self._buffered += len(measurements)
                 if self._buffered >= self._max:  # hand the tables on, encoded, and start over
                     for key, acc in table.items():

@@ -188,6 +188,20 @@ def _walk(node, keys: set, depth: int) -> None:
 def message_keys(message) -> Optional[set]:
     """Every key of every object in ``message`` (through objects and arrays), or None when
     it nests deeper than ``MAX_DEPTH`` (then every template runs, as without the index)."""
+    if message.__class__ is dict:
+        # An envelope (Body, Properties, SystemProperties) of flat objects, what nearly every
+        # message is: its keys without the recursive walk's calls; anything deeper: the walk.
+        keys = set(message)
+        for v in message.values():
+            c = v.__class__
+            if c is dict:
+                if not _LEAF_TYPES.issuperset(map(type, v.values())):
+                    break
+                keys.update(v)
+            elif c not in _LEAF_TYPES:
+                break
+        else:
+            return keys
     keys = set()
     try:
         _walk(message, keys, 0)
