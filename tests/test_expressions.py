@@ -442,3 +442,27 @@ def test_module_exports():
     assert set(ex.__all__) >= {"NOT_FOUND", "Expression", "compile_expression"}
     assert isinstance(compile_expression("$.a"), ex.Expression)
     assert isinstance(compile_expression("a", "JmesPath"), ex.Expression)
+
+
+def test_token_selector_is_select_token():
+    """``token_selector``'s two-key closure selects what ``select_token`` selects."""
+    from transforms.mapping.expressions import token_selector
+
+    datas = [{"matchedToken": {"deviceId": "d", "x": 1}}, {"matchedToken": {"x": 1}}, {"matchedToken": None},
+             {"matchedToken": "text"}, {"matchedToken": [1, 2]}, {"matchedToken": 5}, {"other": {}}, {}, [], "s",
+             None, 3, {"matchedToken": {"deviceId": None}}, {"matchedToken": {"deviceId": {"a": [1]}}},
+             {"matchedToken": DateToken(0)}, {"a": {"b": {"c": 0}}}]
+    for text in ("$.matchedToken.deviceId", "$.a.b", "$.a.b.c", "$.matchedToken", "$.a[0].b", "$..deviceId"):
+        expression = compile_expression(text)
+        select = token_selector(expression)
+        for data in datas:
+            try:
+                expected = expression.select_token(data)
+            except Exception as e:  # the selector must fail the same way
+                expected = type(e)
+            try:
+                got = select(data)
+            except Exception as e:
+                got = type(e)
+            assert got is expected or got == expected, (text, data)
+    assert token_selector(compile_expression("$.a.b"))({"a": {}}) is NOT_FOUND

@@ -23,7 +23,7 @@ from transforms.mapping.dotnet_values import to_dotnet_string, to_ticks
 from transforms.mapping.errors import (IncompatibleDataException, InvalidDataFormatException,
                                        InvalidTemplateException,
                                        TemplateExpressionException)
-from transforms.mapping.expressions import NOT_FOUND, Expression, compile_expression
+from transforms.mapping.expressions import NOT_FOUND, Expression, compile_expression, token_selector
 from transforms.mapping.measurement import Measurement
 from transforms.mapping.template_json import TemplateError
 from transforms.mapping.type_match_index import guard_of, message_keys
@@ -168,7 +168,7 @@ class ContentTemplate:
             if spec is None:
                 plan.append(None)
             else:
-                single = spec.expressions[0].select_token if len(spec.expressions) == 1 else None
+                single = token_selector(spec.expressions[0]) if len(spec.expressions) == 1 else None
                 plan.append((single, convert, spec.required, spec))
         return tuple(plan)
 

@@ -123,6 +123,24 @@ class _JsonPathStrChain(Expression):
         return [data]
 
 
+def token_selector(expression: "Expression"):
+    """A plain function equal to ``expression.select_token``.
+
+    Why: a device template's values are mostly ``$.matchedToken.x`` (two keys), selected
+    for every measurement; a closure over the two keys skips the method call and the loop
+    (``tests/test_expressions.py`` compares it with ``select_token``)."""
+    if expression.__class__ is _JsonPathStrChain and len(expression.keys) == 2:
+        first, second = expression.keys
+
+        def select(data):
+            try:
+                return data[first][second]
+            except _JSONPATH_LOOKUP_ERRORS:
+                return NOT_FOUND
+        return select
+    return expression.select_token
+
+
 class _JsonPathMixedChain(Expression):
     """Object keys and non-negative array indexes (``$.a[0].b``): indexes only apply to lists."""
 
