@@ -107,6 +107,21 @@ def _device_observations(session: requests.Session, base: str, resource_id: str,
     return out
 
 
+def _all_observations(session: requests.Session, base: str, timeout: float) -> List[dict]:
+    """Every Observation on the server, by ``_offset`` pages (the router gives no ``next``
+    link): one search per device would be hundreds of searches over tens of thousands of
+    Observations per count."""
+    out: List[dict] = []
+    while True:
+        r = session.get(f"{base}/Observation", params={"_count": "1000", "_offset": str(len(out))},
+                        timeout=timeout)
+        r.raise_for_status()
+        page = [e["resource"] for e in r.json().get("entry") or []]
+        if not page:
+            return out
+        out += page
+
+
 class ProbePoller(threading.Thread):
     """About every ``interval`` s: the probe devices' heart-rate slots; the first time each
     (device, second, value) is seen."""
@@ -225,7 +240,8 @@ def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.P
         drain_started = time.monotonic()
         session = requests.Session()
         while True:
-            got = [o for rid in device_of for o in _device_observations(session, stack.fhir_url, rid, 60)]
+            got = [o for o in _all_observations(session, stack.fhir_url, 120)
+                   if (o.get("device") or {}).get("reference", "/").split("/", 1)[1] in device_of]
             got_plain, got_slots = contents(got, device_of)
             lost = (sum((want_plain - got_plain).values())
                     + sum(1 for k, v in want_slots.items() if got_slots.get(k) != v))
