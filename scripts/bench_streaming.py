@@ -37,7 +37,8 @@ import uuid
 
 import requests
 
-from transforms.mapping import identifiers, timeutil
+from pipelines.simulator.stream_bench import percentile, slot_seconds
+from transforms.mapping import identifiers
 
 PROJECT = "iomt-bench-streaming"
 DEVICE = json.dumps({"templateType": "CollectionContent", "template": [{
@@ -50,14 +51,6 @@ FHIR = json.dumps({"templateType": "CollectionFhir", "template": [{
         "typeName": "heartrate", "periodInterval": 60,
         "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
         "value": {"valueType": "SampledData", "valueName": "hr", "defaultPeriod": 1000, "unit": "bpm"}}}]})
-
-
-def percentile(values, q):
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(q * len(s)) - 1))
-    return s[k]
 
 
 class Readable:
@@ -74,14 +67,11 @@ class Readable:
             bundle = self.session.get(url, params=params, timeout=30).json()
             for e in bundle.get("entry") or []:
                 o = e["resource"]
-                sd = o.get("valueSampledData")
-                if not sd:
+                if not o.get("valueSampledData"):
                     continue
                 dev = identifiers.reference_id((o.get("device") or {}).get("reference"), "Device")
-                origin = timeutil.to_unix_seconds(timeutil.parse_iso(o["effectivePeriod"]["start"]))
-                for k, token in enumerate(sd["data"].split()):
-                    if token != "E":
-                        out[(dev, int(round(origin + k * sd["period"] / 1000)))] = token
+                for second, token in slot_seconds(o).items():
+                    out[(dev, second)] = token
             url = next((l["url"] for l in bundle.get("link") or [] if l.get("relation") == "next"), None)
             params = None
         return out

@@ -45,8 +45,7 @@ import requests
 from pipelines.simulator import kafka_watch
 from pipelines.simulator.devices import simulated_devices
 from pipelines.simulator.readings import device_ids, fhir_mapping_text, reading
-from pipelines.simulator.stream_job import StreamJob
-from pipelines.simulator.stream_load import READY_TIMEOUT, LocalStack, Sampler, _event, _log
+from pipelines.simulator.stream_load import LocalStack, Sampler, _event, _log, start_live_run, warm_up
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HEART_RATE = "heartrate"
@@ -71,7 +70,7 @@ def percentile(values: List[float], q: float) -> float:
     return s[max(0, min(len(s) - 1, math.ceil(q * len(s)) - 1))]
 
 
-def _slot_seconds(obs: dict) -> Dict[int, str]:
+def slot_seconds(obs: dict) -> Dict[int, str]:
     """SampledData slot second -> value of one Observation (``E`` slots left out)."""
     from transforms.mapping import timeutil
     sd = obs["valueSampledData"]
@@ -88,7 +87,7 @@ def contents(observations: List[dict], device_of: Dict[str, str]) -> Tuple[colle
         device = obs["device"]["reference"].split("/", 1)[1]
         device = device_of.get(device, device)
         if "valueSampledData" in obs:
-            for second, value in _slot_seconds(obs).items():
+            for second, value in slot_seconds(obs).items():
                 slots[(device, second)] = value
         else:
             plain[reading(obs, device_of)] += 1
@@ -145,7 +144,7 @@ class ProbePoller(threading.Thread):
                 now = time.time()
                 for obs in found:
                     if "valueSampledData" in obs:
-                        for second, value in _slot_seconds(obs).items():
+                        for second, value in slot_seconds(obs).items():
                             self.first_seen.setdefault((device, second, value), now)
             self.cycles.append(time.monotonic() - cycle_started)
 
@@ -174,36 +173,16 @@ def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.P
     from transforms.mapping.offline import observations_for
     from transforms.mapping.timeutil import TICKS_PER_SECOND
 
-    devices = max(3, int(rate * 1.25 + 0.999))
-    topic, group = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:6]}"
-    system = f"urn:bench:{uuid.uuid4().hex[:8]}"
-    config = kafka_watch.client_config(stack.bootstrap)
-    kafka_watch.create_topic(config, topic, partitions=2)
-    device_text = (REPO / "templates" / "devicecontent.json").read_text(encoding="utf-8")
-    fhir_text = bench_fhir_mapping_text()
-    (workdir / "dm.json").write_text(device_text, encoding="utf-8")
-    (workdir / "fm.json").write_text(fhir_text, encoding="utf-8")
-    simulator = [sys.executable, str(REPO / "scripts" / "simulate_devices.py"), "--to", "kafka",
-                 "--kafka-topic", topic, "--kafka-bootstrap-servers", stack.bootstrap, "--devices", str(devices)]
+    run = start_live_run(stack, workdir, rate, bench_fhir_mapping_text(), "bench", job_args=job_args)
+    config, topic, group, system, devices = run.config, run.topic, run.group, run.system, run.devices
+    device_text, fhir_text, simulator, job = run.device_text, run.fhir_text, run.simulator, run.job
     roster = simulated_devices(devices)
     device_of = device_ids([d["device_id"] for d in roster], system)
     watches = [d["device_id"] for d in roster if d["kind"] == "smartwatch"][:probes]
     probe_of = {rid: dev for rid, dev in device_of.items() if dev in watches}
-    job = StreamJob(["--kafka-bootstrap-servers", stack.bootstrap, "--kafka-topic", topic,
-                     "--eventhub-consumer-group", group, "--runner=FlinkRunner", "--flink_master=[local]",
-                     "--environment_type=LOOPBACK", "--fhir-url", stack.fhir_url, "--identity-mode", "Create",
-                     "--device-identifier-system", system, "--dead-letter", str(workdir / "dead"),
-                     "--device-mapping", str(workdir / "dm.json"), "--fhir-mapping", str(workdir / "fm.json"),
-                     *(job_args or [])], workdir / "job.log")
     poller = sampler = None
     try:
-        subprocess.run([*simulator, "--count", "1"], check=True, timeout=60, capture_output=True)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while kafka_watch.lag(kafka_watch.end_offsets(config, topic),
-                              kafka_watch.committed_offsets(config, topic, group)) > 0:
-            if not job.running() or time.monotonic() > deadline:
-                raise RuntimeError(f"the job did not start reading; see {workdir / 'job.log'}")
-            time.sleep(2)
+        warm_up(run)
         warm_end = kafka_watch.end_offsets(config, topic)
         _log(f"job reading; sending {rate:g} msg/s from {devices} devices for {seconds:g} s")
         poller, sampler = ProbePoller(stack.fhir_url, probe_of), Sampler(config, topic, group, job)

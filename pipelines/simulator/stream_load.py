@@ -152,20 +152,33 @@ def _log(text: str) -> None:
     print(f"stream_load: {text}", file=sys.stderr, flush=True)
 
 
-def run_load(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Path,
-             devices: Optional[int] = None, drain: float = 180.0, job_args: Optional[List[str]] = None
-             ) -> LoadResult:
-    """Job first (on an existing, empty 2-partition topic), then the simulator at ``rate`` for
-    ``seconds``; lag and memory sampled throughout; then up to ``drain`` s for the lag to reach 0
-    and every reading to be readable. ``devices`` defaults to 1.25 x rate, so no device sends
-    twice in one second (Observation ids are per second: each reading stays countable)."""
+@dataclass
+class LiveRun:
+    """What a live load runs against: a fresh 2-partition topic and consumer group, the mappings
+    on disk, the simulator's command line (add ``--rate``/``--count``) and the job reading the
+    topic on Flink ``[local]`` into the stack's FHIR server (Create mode, a device system of its own)."""
+    config: Dict[str, str]
+    topic: str
+    group: str
+    system: str
+    devices: int
+    device_text: str
+    fhir_text: str
+    simulator: List[str]
+    job: StreamJob
+
+
+def start_live_run(stack: LocalStack, workdir: pathlib.Path, rate: float, fhir_text: str, name: str,
+                   devices: Optional[int] = None, job_args: Optional[List[str]] = None) -> LiveRun:
+    """Topic, mappings and the job (started; stop ``run.job`` when done). ``devices`` defaults to
+    1.25 x rate, so no device sends twice in one second (Observation ids are per second: each
+    reading stays countable)."""
     devices = devices or max(3, int(rate * 1.25 + 0.999))
-    topic, group = f"soak-{uuid.uuid4().hex[:8]}", f"soak-{uuid.uuid4().hex[:6]}"
-    system = f"urn:soak:{uuid.uuid4().hex[:8]}"
+    topic, group = f"{name}-{uuid.uuid4().hex[:8]}", f"{name}-{uuid.uuid4().hex[:6]}"
+    system = f"urn:{name}:{uuid.uuid4().hex[:8]}"
     config = kafka_watch.client_config(stack.bootstrap)
     kafka_watch.create_topic(config, topic, partitions=2)
     device_text = (REPO / "templates" / "devicecontent.json").read_text(encoding="utf-8")
-    fhir_text = fhir_mapping_text()
     (workdir / "dm.json").write_text(device_text, encoding="utf-8")
     (workdir / "fm.json").write_text(fhir_text, encoding="utf-8")
     simulator = [sys.executable, str(REPO / "scripts" / "simulate_devices.py"), "--to", "kafka",
@@ -176,16 +189,32 @@ def run_load(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Pa
                      "--device-identifier-system", system, "--dead-letter", str(workdir / "dead"),
                      "--device-mapping", str(workdir / "dm.json"), "--fhir-mapping", str(workdir / "fm.json"),
                      *(job_args or [])], workdir / "job.log")
+    return LiveRun(config, topic, group, system, devices, device_text, fhir_text, simulator, job)
+
+
+def warm_up(run: LiveRun) -> None:
+    """One message, read and committed, so a timed load starts on a running job."""
+    subprocess.run([*run.simulator, "--count", "1"], check=True, timeout=60, capture_output=True)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while kafka_watch.lag(kafka_watch.end_offsets(run.config, run.topic),
+                          kafka_watch.committed_offsets(run.config, run.topic, run.group)) > 0:
+        if not run.job.running() or time.monotonic() > deadline:
+            raise RuntimeError(f"the job did not start reading; see {run.job.log_path}")
+        time.sleep(2)
+
+
+def run_load(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Path,
+             devices: Optional[int] = None, drain: float = 180.0, job_args: Optional[List[str]] = None
+             ) -> LoadResult:
+    """Job first (``start_live_run``, warmed up), then the simulator at ``rate`` for ``seconds``;
+    lag and memory sampled throughout; then up to ``drain`` s for the lag to reach 0 and every
+    reading to be readable."""
+    run = start_live_run(stack, workdir, rate, fhir_mapping_text(), "soak", devices, job_args)
+    config, topic, group, system, devices = run.config, run.topic, run.group, run.system, run.devices
+    device_text, fhir_text, simulator, job = run.device_text, run.fhir_text, run.simulator, run.job
     sampler = None
     try:
-        # warm-up: one message, read and committed, so the timed load starts on a running job
-        subprocess.run([*simulator, "--count", "1"], check=True, timeout=60, capture_output=True)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while kafka_watch.lag(kafka_watch.end_offsets(config, topic),
-                              kafka_watch.committed_offsets(config, topic, group)) > 0:
-            if not job.running() or time.monotonic() > deadline:
-                raise RuntimeError(f"the job did not start reading; see {workdir / 'job.log'}")
-            time.sleep(2)
+        warm_up(run)
         _log(f"job reading; sending {rate:g} msg/s from {devices} devices for {seconds:g} s")
         sampler = Sampler(config, topic, group, job)
         sampler.start()
