@@ -101,9 +101,23 @@ def committed_offsets(config: Mapping[str, str], topic: str, group: str,
     numbers = partitions(config, topic, timeout)
     if not numbers:
         return {}
+    from confluent_kafka import KafkaError, KafkaException
+    moving = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+              KafkaError.COORDINATOR_NOT_AVAILABLE}
+    deadline = time.monotonic() + timeout
     consumer = _consumer(config, group)
     try:
-        got = consumer.committed([TopicPartition(topic, p) for p in numbers], timeout=timeout)
+        while True:
+            try:
+                got = consumer.committed([TopicPartition(topic, p) for p in numbers],
+                                         timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except KafkaException as e:
+                # A broker that just started (or moved the group) answers NOT_COORDINATOR /
+                # COORDINATOR_LOAD_IN_PROGRESS for a moment: retriable, so ask again in time.
+                if e.args[0].code() not in moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
     return {tp.partition: (None if tp.offset < 0 else tp.offset) for tp in got}

@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import requests
 
@@ -49,6 +49,8 @@ from pipelines.simulator.stream_load import LocalStack, Sampler, _event, _log, s
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HEART_RATE = "heartrate"
+#: the example mapping's heart-rate code: the probes poll only those Observations
+HEART_RATE_CODE = "http://loinc.org|8867-4"
 
 
 def bench_fhir_mapping_text() -> str:
@@ -94,8 +96,10 @@ def contents(observations: List[dict], device_of: Dict[str, str]) -> Tuple[colle
     return plain, slots
 
 
-def _device_observations(session: requests.Session, base: str, resource_id: str, timeout: float) -> List[dict]:
-    out, url, params = [], f"{base}/Observation", {"device": f"Device/{resource_id}", "_count": "1000"}
+def _device_observations(session: requests.Session, base: str, resource_id: str, timeout: float,
+                         code: Optional[str] = None) -> List[dict]:
+    out, url = [], f"{base}/Observation"
+    params = {"device": f"Device/{resource_id}", "_count": "1000", **({"code": code} if code else {})}
     while url:
         r = session.get(url, params=params, timeout=timeout)
         r.raise_for_status()
@@ -122,31 +126,58 @@ def _all_observations(session: requests.Session, base: str, timeout: float) -> L
 
 
 class ProbePoller(threading.Thread):
-    """About every ``interval`` s: the probe devices' heart-rate slots; the first time each
-    (device, second, value) is seen."""
+    """Every ``interval`` s, all probes at once (one thread each, so one slow answer delays only
+    its own device): each probe's heart-rate Observations; the first time each (device, second,
+    value) is seen. The poll's own delay is part of every latency figure: about half an interval
+    plus one answer's time on average, one interval plus an answer at most.
 
-    def __init__(self, base: str, probes: Dict[str, str], interval: float = 1.0):
+    Why by id: a search costs the server a scan of what it stores (tens of thousands of
+    Observations within a minute), and twenty a second slowed the job it measures. So a probe's
+    hourly Observations are found by search every ``search_every`` s (a new hour's appears) and
+    read by id in between."""
+
+    def __init__(self, base: str, probes: Dict[str, str], interval: float = 0.5, search_every: float = 10.0):
         super().__init__(daemon=True)
-        self.base, self.probes, self.interval = base, probes, interval
+        self.base, self.probes, self.interval, self.search_every = base, probes, interval, search_every
         self.first_seen: Dict[Tuple[str, int, str], float] = {}
-        self.cycles: List[float] = []  # seconds per poll of all probes: part of every latency
+        self.cycles: List[float] = []  # seconds per poll of all probes
         self.halt = threading.Event()
-        self.session = requests.Session()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._known: Dict[str, List[str]] = {rid: [] for rid in probes}  # probe -> its Observation ids
+        self._searched: Dict[str, float] = {rid: -math.inf for rid in probes}
+
+    def _poll(self, resource_id: str, device: str) -> None:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        try:
+            if time.monotonic() - self._searched[resource_id] >= self.search_every:
+                found = _device_observations(session, self.base, resource_id, timeout=10, code=HEART_RATE_CODE)
+                self._searched[resource_id] = time.monotonic()
+                self._known[resource_id] = [o["id"] for o in found]
+            else:
+                found = []
+                for oid in self._known[resource_id]:
+                    r = session.get(f"{self.base}/Observation/{oid}", timeout=10)
+                    r.raise_for_status()
+                    found.append(r.json())
+        except requests.RequestException:
+            return  # a slow answer: the next poll sees it, later (the figure only grows)
+        now = time.time()
+        with self._lock:
+            for obs in found:
+                if "valueSampledData" in obs:
+                    for second, value in slot_seconds(obs).items():
+                        self.first_seen.setdefault((device, second, value), now)
 
     def run(self) -> None:
-        while not self.halt.wait(self.interval):
-            cycle_started = time.monotonic()
-            for resource_id, device in self.probes.items():
-                try:
-                    found = _device_observations(self.session, self.base, resource_id, timeout=10)
-                except requests.RequestException:
-                    continue  # a slow answer: the next poll sees it, later (the figure only grows)
-                now = time.time()
-                for obs in found:
-                    if "valueSampledData" in obs:
-                        for second, value in slot_seconds(obs).items():
-                            self.first_seen.setdefault((device, second, value), now)
-            self.cycles.append(time.monotonic() - cycle_started)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=max(1, len(self.probes))) as pool:
+            while not self.halt.wait(self.interval):
+                cycle_started = time.monotonic()
+                list(pool.map(lambda kv: self._poll(*kv), list(self.probes.items())))
+                self.cycles.append(time.monotonic() - cycle_started)
 
     def stop(self) -> None:
         self.halt.set()
@@ -163,19 +194,78 @@ def history_versions(base: str, observation_ids: List[str]) -> List[int]:
     return out
 
 
-def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Path, probes: int = 10,
-              drain: float = 300.0, job_args: Optional[List[str]] = None) -> Dict[str, float]:
-    """The job first (on an empty 2-partition topic, warmed up by one message), then
-    ``rate`` msg/s for ``seconds`` from ``1.25 x rate`` devices; then up to ``drain`` s for
-    every reading to be readable. Returns the figures."""
+class Topic(NamedTuple):
+    """What the pure core makes of the topic's records up to some ends: the readings the server
+    must hold, and the exact send stamp of each probe reading measured for latency."""
+
+    plain: collections.Counter
+    slots: Dict[Tuple[str, int], str]
+    send_time: Dict[Tuple[str, int], float]  # (probe device, slot second) -> its stamp, measured records only
+
+
+def topic_readings(run, ends: Dict[int, int], watches: List[str],
+                   measured_from: Optional[Dict[int, int]] = None) -> Topic:
+    """Every record up to ``ends`` through ``transforms.mapping.offline``; ``send_time`` only for
+    records at or after ``measured_from`` (the measured load, not the first-contact round)."""
     from transforms.mapping.device_templates import load_device_mapping
     from transforms.mapping.fhir_templates import load_fhir_mapping
     from transforms.mapping.offline import observations_for
     from transforms.mapping.timeutil import TICKS_PER_SECOND
 
+    records = kafka_watch.read_topic(run.config, run.topic, ends, timeout=300)
+    dmap, fmap = load_device_mapping(run.device_text), load_fhir_mapping(run.fhir_text)
+    numbered, send_time = [], {}
+    for n, record in enumerate(records):
+        event = _event(run.topic, record)()
+        measured = measured_from is not None and record.offset >= measured_from.get(record.partition, 0)
+        for m in dmap.get_measurements(event.to_message(), event.ingestion_time):
+            numbered.append((n, m))
+            if measured and m.type == HEART_RATE and m.device_id in watches:
+                stamp = m.occurrence_time / TICKS_PER_SECOND
+                send_time[(m.device_id, int(stamp))] = stamp
+    offline = [o for o, failure in observations_for(fmap, numbered) if failure is None]
+    for o in offline:  # Create mode's ids stand for the offline ones: compare by device identifier
+        o["device"] = {"reference": "Device/" + o["device"]["reference"].split("/", 1)[1]}
+    plain, slots = contents(offline, {})
+    return Topic(plain, slots, send_time)
+
+
+def unreadable(base: str, want: Topic, device_of: Dict[str, str], session: requests.Session
+               ) -> Tuple[int, int, List[dict]]:
+    """``(lost, extra, the run's Observations)``: readings of ``want`` the server does not hold
+    (a slot missing or with another value counts), and per-reading Observations it holds twice."""
+    got = [o for o in _all_observations(session, base, 120)
+           if (o.get("device") or {}).get("reference", "/").split("/", 1)[1] in device_of]
+    got_plain, got_slots = contents(got, device_of)
+    lost = (sum((want.plain - got_plain).values())
+            + sum(1 for k, v in want.slots.items() if got_slots.get(k) != v))
+    return lost, sum((got_plain - want.plain).values()), got
+
+
+def wait_readable(base: str, want: Topic, device_of: Dict[str, str], timeout: float) -> Tuple[int, int, List[dict]]:
+    """Polls ``unreadable`` every 2 s until nothing is lost or ``timeout`` s have passed."""
+    session, deadline = requests.Session(), time.monotonic() + timeout
+    while True:
+        lost, extra, got = unreadable(base, want, device_of, session)
+        if lost == 0 or time.monotonic() > deadline:
+            return lost, extra, got
+        time.sleep(2)
+
+
+def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.Path, probes: int = 10,
+              drain: float = 300.0, job_args: Optional[List[str]] = None) -> Dict[str, float]:
+    """The job first (on an empty 2-partition topic, warmed up by one message), then a
+    first-contact round (one message from each of the ``1.25 x rate`` devices, at ``rate``), timed
+    until all of it is readable; then the measured load, ``rate`` msg/s for ``seconds``; then up to
+    ``drain`` s for every reading to be readable. Returns the figures.
+
+    Why the first-contact round: the first message of a device costs its identity (Device and
+    Patient looked up and created on the server, Create mode) before its Observation, hundreds of
+    devices at once for a job that just started. That is start-up, reported as ``first_contact_s``;
+    the latency figures are the steady state of a clinic whose devices the server knows."""
     run = start_live_run(stack, workdir, rate, bench_fhir_mapping_text(), "bench", job_args=job_args)
     config, topic, group, system, devices = run.config, run.topic, run.group, run.system, run.devices
-    device_text, fhir_text, simulator, job = run.device_text, run.fhir_text, run.simulator, run.job
+    simulator, job = run.simulator, run.job
     roster = simulated_devices(devices)
     device_of = device_ids([d["device_id"] for d in roster], system)
     watches = [d["device_id"] for d in roster if d["kind"] == "smartwatch"][:probes]
@@ -183,71 +273,52 @@ def run_bench(stack: LocalStack, rate: float, seconds: float, workdir: pathlib.P
     poller = sampler = None
     try:
         warm_up(run)
+        _log(f"job reading; first contact: one message from each of {devices} devices at {rate:g} msg/s")
+        contact_started = time.monotonic()
+        subprocess.run([*simulator, "--rate", str(rate), "--count", str(devices)], check=True,
+                       capture_output=True, timeout=600)
         warm_end = kafka_watch.end_offsets(config, topic)
-        _log(f"job reading; sending {rate:g} msg/s from {devices} devices for {seconds:g} s")
+        lost, _, _ = wait_readable(stack.fhir_url, topic_readings(run, warm_end, watches), device_of, drain)
+        first_contact_s = time.monotonic() - contact_started
+        if lost:
+            raise RuntimeError(f"{lost} readings of the first-contact round never became readable")
+        _log(f"first contact readable in {first_contact_s:.0f} s; sending {rate:g} msg/s for {seconds:g} s")
         poller, sampler = ProbePoller(stack.fhir_url, probe_of), Sampler(config, topic, group, job)
         poller.start()
         sampler.start()
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), job.cpu_seconds()
         sender = subprocess.run([*simulator, "--rate", str(rate), "--duration", str(seconds)],
                                 capture_output=True, text=True, timeout=seconds + 600)
-        sent_seconds = time.monotonic() - started
+        sent_seconds, job_cpu_s = time.monotonic() - started, job.cpu_seconds() - cpu_started
         if sender.returncode != 0:
             raise RuntimeError(f"the simulator failed: {sender.stderr[-500:]}")
         ends = kafka_watch.end_offsets(config, topic)
         sent = sum(ends.values()) - sum(warm_end.values())
         _log(f"sent {sent} in {sent_seconds:.0f} s; draining")
-        records = kafka_watch.read_topic(config, topic, ends, timeout=300)
-        numbered = []
-        dmap, fmap = load_device_mapping(device_text), load_fhir_mapping(fhir_text)
-        probe_sends: Dict[Tuple[str, int, str], float] = {}
-        send_time: Dict[Tuple[str, float], float] = {}  # (probe device, reading time) -> its exact stamp
-        for n, record in enumerate(records):
-            event = _event(topic, record)()
-            for m in dmap.get_measurements(event.to_message(), event.ingestion_time):
-                numbered.append((n, m))
-                if m.type == HEART_RATE and m.device_id in watches:
-                    stamp = m.occurrence_time / TICKS_PER_SECOND
-                    send_time[(m.device_id, int(stamp))] = stamp
-        offline = [o for o, failure in observations_for(fmap, numbered) if failure is None]
-        for o in offline:  # Create mode's ids stand for the offline ones: compare by device identifier
-            o["device"] = {"reference": "Device/" + o["device"]["reference"].split("/", 1)[1]}
-        want_plain, want_slots = contents(offline, {})
-        for (device, second), value in want_slots.items():
-            if device in watches:
-                probe_sends[(device, second, value)] = None
+        want = topic_readings(run, ends, watches, measured_from=warm_end)
         drain_started = time.monotonic()
-        session = requests.Session()
-        while True:
-            got = [o for o in _all_observations(session, stack.fhir_url, 120)
-                   if (o.get("device") or {}).get("reference", "/").split("/", 1)[1] in device_of]
-            got_plain, got_slots = contents(got, device_of)
-            lost = (sum((want_plain - got_plain).values())
-                    + sum(1 for k, v in want_slots.items() if got_slots.get(k) != v))
-            if lost == 0 or time.monotonic() - drain_started > drain:
-                break
-            time.sleep(5)
+        lost, extra, got = wait_readable(stack.fhir_url, want, device_of, drain)
         drain_s = time.monotonic() - drain_started
     finally:
         for thread in (poller, sampler):
             if thread is not None:
                 thread.stop()
         job.stop()
-    # latency: from the reading's scheduled send (its own timestamp, whole seconds in the slot) to first seen
+    # latency: from the reading's scheduled send (its own stamp) to the first poll showing it
     latencies = []
-    for (device, second, value) in probe_sends:
-        seen = poller.first_seen.get((device, second, value))
-        sent_at = send_time.get((device, second), float(second))
+    for (device, second), sent_at in want.send_time.items():
+        seen = poller.first_seen.get((device, second, want.slots.get((device, second))))
         latencies.append(seen - sent_at if seen is not None else math.inf)
     heart_ids = [o["id"] for o in got if "valueSampledData" in o and device_of.get(
         o["device"]["reference"].split("/", 1)[1]) in watches]
     versions = history_versions(stack.fhir_url, heart_ids) if heart_ids else []
     hours = sent_seconds / 3600.0
-    return {"rate": sent / sent_seconds, "sent": sent, "devices": devices, "readings": sum(want_plain.values())
-            + len(want_slots), "lost": lost, "extra": sum((got_plain - want_plain).values()),
+    return {"rate": sent / sent_seconds, "sent": sent, "devices": devices,
+            "readings": sum(want.plain.values()) + len(want.slots), "lost": lost, "extra": extra,
             "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95), "latency_n": len(latencies),
             "versions_per_observation_hour": (sum(versions) / len(versions) / hours) if versions else float("nan"),
             "lag_max": max(sampler.samples.lag, default=0), "drain_s": drain_s,
+            "first_contact_s": first_contact_s, "job_cpu_s": job_cpu_s,
             "poll_cycle_s": percentile(poller.cycles, 0.5),
             "rss_max_mb": max(sampler.samples.rss_mb, default=0.0)}
 
@@ -275,7 +346,7 @@ def main(argv=None) -> int:
         f = run_bench(stack, a.rate, a.duration, workdir, probes=a.probes, drain=a.drain, job_args=a.job_args)
     print(f"sent={f['sent']} devices={f['devices']} readings={f['readings']} extra_or_twice={f['extra']} "
           f"p50_latency_s={f['p50']:.2f} latency_readings={f['latency_n']} poll_cycle_s={f['poll_cycle_s']:.2f} "
-          f"lag_max={f['lag_max']} "
+          f"lag_max={f['lag_max']} first_contact_s={f['first_contact_s']:.0f} job_cpu_s={f['job_cpu_s']:.0f} "
           f"drain_s={f['drain_s']:.0f} job_rss_max_mb={f['rss_max_mb']:.0f} "
           f"load_avg_1m={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
     print(result_line(f))

@@ -37,6 +37,22 @@ def group_rss_mb(pgid: int) -> float:
     return total_kb / 1024.0
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class StreamJob:
     """``iomt-fhir run ARGS`` in its own process group, output to ``log_path``."""
 
@@ -52,6 +68,9 @@ class StreamJob:
 
     def rss_mb(self) -> float:
         return group_rss_mb(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        return group_cpu_seconds(self.proc.pid)
 
     def output(self) -> str:
         if not self.log.closed:
