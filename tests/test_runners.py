@@ -3,6 +3,7 @@ only when the user did not choose (pipelines/run/runners.py)."""
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
 
+from conftest import REPO
 from pipelines.run import java_artifacts
 from pipelines.options import IomtFhirOptions
 from pipelines.run.runners import FN_API_RUNNER, fill_cached_runner_artifacts, resolve_runner_aliases
@@ -109,3 +110,42 @@ def test_a_file_backfill_without_a_runner_gets_a_worker_process_per_core(monkeyp
     assert with_batch_workers(["--direct_num_workers=0"])[-2] == "--direct_num_workers=4"  # 0: every core
     # a runner the user names is left alone
     assert with_batch_workers(["--runner=PrismRunner"]) == ["--runner=PrismRunner"]
+
+
+def test_a_stream_on_flink_gets_short_bundles_unless_the_user_chose():
+    """Beam's Flink runner holds a Python stage's output and timers until its bundle closes (1 s
+    by default); a stream gets ``FLINK_STREAM_BUNDLE_MS`` (README "Latency of a live stream")."""
+    from pipelines.run.runners import FLINK_STREAM_BUNDLE_MS, flink_stream_args
+
+    short = f"--max_bundle_time_mills={FLINK_STREAM_BUNDLE_MS}"
+    assert flink_stream_args(["--runner=FlinkRunner"]) == [short]
+    assert flink_stream_args(["--runner", "flink"]) == [short]
+    assert flink_stream_args(["--runner=FlinkRunner", "--max_bundle_time_mills", "1000"]) == []
+    assert flink_stream_args(["--runner=FlinkRunner", "--max-bundle-time-mills=50"]) == []
+    assert flink_stream_args(["--runner=DataflowRunner"]) == flink_stream_args([]) == []
+
+
+class _Built(Exception):
+    """Raised in place of building the pipeline: the launcher's options are what was wanted."""
+
+
+@pytest.mark.parametrize("extra, want", [([], None), (["--max_bundle_time_mills=1000"], "1000")])
+def test_the_launcher_hands_flink_the_bundle_time_of_a_stream(tmp_path, monkeypatch, extra, want):
+    from pipelines.run import launch
+    from pipelines.run.runners import FLINK_STREAM_BUNDLE_MS
+
+    seen = {}
+
+    def capture(options=None):
+        seen.update(options.get_all_options(retain_unknown_options=True))
+        raise _Built()
+
+    monkeypatch.setattr(launch.beam, "Pipeline", capture)
+    argv = ["--runner=FlinkRunner", "--flink_master=[local]", "--pubsub-subscription=projects/p/subscriptions/s",
+            f"--device-mapping={REPO / 'templates/devicecontent.json'}",
+            f"--fhir-mapping={REPO / 'templates/fhirmapping.json'}", f"--output={tmp_path / 'o'}",
+            f"--dead-letter={tmp_path / 'd'}", "--skip-preflight", *extra]
+    with pytest.raises(_Built):
+        launch._launch_and_run(argv, debug=False)
+    assert seen["max_bundle_time_mills"] == (want or str(FLINK_STREAM_BUNDLE_MS))
+    assert seen["streaming"] is True

@@ -25,8 +25,9 @@ from pipelines.launch_errors import (EXIT_REFUSED, PREFIX, LaunchError, check_ht
 from pipelines.run import help as run_help, kafka_checks, preflight
 from pipelines.run import progress as progress_report
 from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
-from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, resolve_runner_aliases,
-                                   runner_in, runner_line, with_batch_workers, with_default_runner)
+from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, flink_stream_args,
+                                   resolve_runner_aliases, runner_in, runner_line, with_batch_workers,
+                                   with_default_runner)
 from pipelines.run.summary import print_summary
 from transforms.sinks.bulk_ndjson import write_bulk
 from transforms.sinks.json_files import write_json_lines
@@ -82,7 +83,7 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
             options = PipelineOptions(argv)
             opts = options.view_as(IomtFhirOptions)
     if streaming:
-        argv = with_default_runner(argv, streaming)
+        argv = with_default_runner(argv, streaming) + flink_stream_args(argv)
         if argv != given:
             options = PipelineOptions(argv)
             opts = options.view_as(IomtFhirOptions)
