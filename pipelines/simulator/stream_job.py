@@ -14,32 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 IOMT_FHIR = pathlib.Path(sys.executable).with_name("iomt-fhir")
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory (MiB) of every live process in process group ``pgid`` (Linux /proc)."""
-    total_kb = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after the command: state, ppid, pgrp, ...
-                continue
-            with open(f"/proc/{entry}/status") as f:
-                total_kb += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended meanwhile
-    return total_kb / 1024.0
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
-    ticks = 0
+def _group_members(pgid: int) -> Iterator[Tuple[str, List[str]]]:
+    """``(pid, /proc/pid/stat fields after the command)`` of every live process in group ``pgid``
+    (fields: state, ppid, pgrp, ...; Linux /proc). A process that ends meanwhile is skipped."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -47,9 +29,26 @@ def group_cpu_seconds(pgid: int) -> float:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             if int(fields[2]) == pgid:
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+                yield entry, fields
         except (OSError, IndexError, ValueError):
             continue
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MiB) of every live process in process group ``pgid``."""
+    total_kb = 0
+    for pid, _ in _group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total_kb += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return total_kb / 1024.0
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_members(pgid))  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
