@@ -104,7 +104,8 @@ class IomtFhirOptions(PipelineOptions):
                             "default 900 on a stream, 600 in batch")
         f.add_argument("--max_fhir_requests_per_second", "--max-fhir-requests-per-second",
                        dest="max_fhir_requests_per_second", type=float, default=None,
-                       help="cap on FHIR requests per second per worker process (0 = no cap; "
+                       help="cap on FHIR requests per second: the job's on a local run (its worker processes share "
+                            "it), each worker process's on Dataflow / a Flink cluster (0 = no cap; "
                             "429s are throttled adaptively either way; default: the server's profile, "
                             "no cap; AWS HealthLake 10)")
         f.add_argument("--observation_cache_size", "--observation-cache-size", dest="observation_cache_size",

@@ -149,3 +149,41 @@ def test_the_launcher_hands_flink_the_bundle_time_of_a_stream(tmp_path, monkeypa
         launch._launch_and_run(argv, debug=False)
     assert seen["max_bundle_time_mills"] == (want or str(FLINK_STREAM_BUNDLE_MS))
     assert seen["streaming"] is True
+
+
+def test_local_worker_processes():
+    from pipelines.run.runners import local_worker_processes, with_batch_workers
+
+    assert local_worker_processes(with_batch_workers(["--input=x", "--direct_num_workers=3"])) == 3
+    assert local_worker_processes(with_batch_workers(["--input=x", "--direct_num_workers=1"])) == 1
+    assert local_worker_processes(["--runner=DirectRunner", "--direct_num_workers=2",
+                                   "--direct_running_mode=multi_processing"]) == 2
+    assert local_worker_processes(["--runner=FnApiRunner", "--direct_num_workers=2"]) == 1  # in_memory: threads
+    assert local_worker_processes(["--runner=FlinkRunner", "--direct_num_workers=4",
+                                   "--direct_running_mode=multi_processing"]) == 1
+
+
+@pytest.mark.parametrize("workers, extra, want", [
+    ("4", ["--fhir-server-kind=healthlake"], 2.5),     # the profile's 10/s quota over 4 processes
+    ("2", ["--max-fhir-requests-per-second=5"], 2.5),  # the user's cap, likewise
+    ("1", ["--max-fhir-requests-per-second=5"], 5.0),  # one process: the cap as given
+    ("4", [], 0.0)])                                   # no cap: nothing to share
+def test_a_rate_cap_is_the_jobs_shared_by_local_worker_processes(tmp_path, monkeypatch, workers, extra, want):
+    """Each worker process throttles on its own (``transforms.fhir.throttle``), so W local
+    workers with the job's cap each would send W times what the server allows."""
+    from pipelines.run import launch
+
+    seen = {}
+
+    def capture(options=None):
+        seen.update(options.get_all_options(retain_unknown_options=True))
+        raise _Built()
+
+    monkeypatch.setattr(launch.beam, "Pipeline", capture)
+    argv = [f"--input={REPO / 'templates/sample/messages.jsonl'}", f"--direct_num_workers={workers}",
+            f"--device-mapping={REPO / 'templates/devicecontent.json'}",
+            f"--fhir-mapping={REPO / 'templates/fhirmapping.json'}", "--fhir-url=http://127.0.0.1:9/fhir",
+            f"--dead-letter={tmp_path / 'd'}", "--skip-preflight", *extra]
+    with pytest.raises(_Built):
+        launch._launch_and_run(argv, debug=False)
+    assert (seen["max_fhir_requests_per_second"] or 0.0) == pytest.approx(want)

@@ -26,8 +26,8 @@ from pipelines.run import help as run_help, kafka_checks, preflight
 from pipelines.run import progress as progress_report
 from pipelines.run.mappings import InvalidMappings, check_mappings, read_mapping
 from pipelines.run.runners import (fill_cached_runner_artifacts, flink_kafka_args, flink_stream_args,
-                                   resolve_runner_aliases, runner_in, runner_line, with_batch_workers,
-                                   with_default_runner)
+                                   local_worker_processes, resolve_runner_aliases, runner_in, runner_line,
+                                   with_batch_workers, with_default_runner)
 from pipelines.run.summary import print_summary
 from transforms.sinks.bulk_ndjson import write_bulk
 from transforms.sinks.json_files import write_json_lines
@@ -134,6 +134,13 @@ def _launch_and_run(argv: List[str], debug: bool) -> int:
         opts.bundle_size, opts.read_batch_size = settings.bundle_size, settings.read_batch_size
         opts.bundle_type, opts.max_fhir_requests_per_second = settings.bundle_type, settings.max_requests_per_second
         log.info("FHIR writer: %s", settings.describe())
+        workers = local_worker_processes(argv)
+        if settings.max_requests_per_second and workers > 1:
+            # The cap is the job's (a server's quota), but each worker process throttles on its
+            # own: give each its share, or W local workers send W times the cap.
+            opts.max_fhir_requests_per_second = settings.max_requests_per_second / workers
+            log.info("FHIR writer: at most %g requests/s in each of %d worker processes",
+                     opts.max_fhir_requests_per_second, workers)
     print(runner_line(argv, given), file=sys.stderr)  # the run's first line
     p = beam.Pipeline(options=options)
     try:

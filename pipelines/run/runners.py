@@ -83,6 +83,17 @@ def with_batch_workers(argv: List[str]) -> List[str]:
     return out
 
 
+def local_worker_processes(argv: List[str]) -> int:
+    """How many worker processes a local run of ``argv`` splits its work over: FnApiRunner (or
+    DirectRunner) in ``multi_processing`` mode runs ``--direct_num_workers`` (``batch_workers``);
+    anything else 1 here (Flink ``[local]`` with LOOPBACK runs the Python work in the launcher's
+    process; a cluster's or Dataflow's worker count is not known at launch)."""
+    argv = list(argv)
+    if runner_in(argv) not in ("fnapi", "direct") or _value(argv, "--direct_running_mode") != "multi_processing":
+        return 1
+    return batch_workers(argv)
+
+
 def _without(argv: List[str], flag: str) -> List[str]:
     """``argv`` without ``flag`` in its ``--flag=v`` and ``--flag v`` forms (also ``-`` for ``_``)."""
     names = {flag, flag.replace("_", "-")}
