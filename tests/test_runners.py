@@ -129,10 +129,9 @@ class _Built(Exception):
     """Raised in place of building the pipeline: the launcher's options are what was wanted."""
 
 
-@pytest.mark.parametrize("extra, want", [([], None), (["--max_bundle_time_mills=1000"], "1000")])
-def test_the_launcher_hands_flink_the_bundle_time_of_a_stream(tmp_path, monkeypatch, extra, want):
+def _launched_options(monkeypatch, argv) -> dict:
+    """Every option (Beam's unknown ones too) the launcher hands the pipeline for ``argv``."""
     from pipelines.run import launch
-    from pipelines.run.runners import FLINK_STREAM_BUNDLE_MS
 
     seen = {}
 
@@ -141,12 +140,20 @@ def test_the_launcher_hands_flink_the_bundle_time_of_a_stream(tmp_path, monkeypa
         raise _Built()
 
     monkeypatch.setattr(launch.beam, "Pipeline", capture)
+    with pytest.raises(_Built):
+        launch._launch_and_run(argv, debug=False)
+    return seen
+
+
+@pytest.mark.parametrize("extra, want", [([], None), (["--max_bundle_time_mills=1000"], "1000")])
+def test_the_launcher_hands_flink_the_bundle_time_of_a_stream(tmp_path, monkeypatch, extra, want):
+    from pipelines.run.runners import FLINK_STREAM_BUNDLE_MS
+
     argv = ["--runner=FlinkRunner", "--flink_master=[local]", "--pubsub-subscription=projects/p/subscriptions/s",
             f"--device-mapping={REPO / 'templates/devicecontent.json'}",
             f"--fhir-mapping={REPO / 'templates/fhirmapping.json'}", f"--output={tmp_path / 'o'}",
             f"--dead-letter={tmp_path / 'd'}", "--skip-preflight", *extra]
-    with pytest.raises(_Built):
-        launch._launch_and_run(argv, debug=False)
+    seen = _launched_options(monkeypatch, argv)
     assert seen["max_bundle_time_mills"] == (want or str(FLINK_STREAM_BUNDLE_MS))
     assert seen["streaming"] is True
 
@@ -171,19 +178,9 @@ def test_local_worker_processes():
 def test_a_rate_cap_is_the_jobs_shared_by_local_worker_processes(tmp_path, monkeypatch, workers, extra, want):
     """Each worker process throttles on its own (``transforms.fhir.throttle``), so W local
     workers with the job's cap each would send W times what the server allows."""
-    from pipelines.run import launch
-
-    seen = {}
-
-    def capture(options=None):
-        seen.update(options.get_all_options(retain_unknown_options=True))
-        raise _Built()
-
-    monkeypatch.setattr(launch.beam, "Pipeline", capture)
     argv = [f"--input={REPO / 'templates/sample/messages.jsonl'}", f"--direct_num_workers={workers}",
             f"--device-mapping={REPO / 'templates/devicecontent.json'}",
             f"--fhir-mapping={REPO / 'templates/fhirmapping.json'}", "--fhir-url=http://127.0.0.1:9/fhir",
             f"--dead-letter={tmp_path / 'd'}", "--skip-preflight", *extra]
-    with pytest.raises(_Built):
-        launch._launch_and_run(argv, debug=False)
+    seen = _launched_options(monkeypatch, argv)
     assert (seen["max_fhir_requests_per_second"] or 0.0) == pytest.approx(want)

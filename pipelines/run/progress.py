@@ -108,9 +108,9 @@ def runs_in_local_workers(options) -> bool:
     """``FnApiRunner`` with worker processes on this machine (the file backfill's default)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    runner = options.view_as(StandardOptions).runner or ""
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    return (name.rsplit(".", 1)[-1] == "FnApiRunner"
+    from pipelines.run.runners import runner_key
+
+    return (runner_key(options.view_as(StandardOptions).runner) == "fnapi"
             and options.view_as(DirectOptions).direct_running_mode == "multi_processing")
 
 

@@ -13,10 +13,12 @@ one-minute slots would merge readings by design), every other type one Observati
 (``readings.fhir_mapping_text``). So the hourly Observation is updated at every early firing,
 as in production, and its versions are counted.
 
-- **Latency**: ``probes`` heart-rate devices' Observations are polled about every second; a
-  reading's latency is from its scheduled send time (the simulator stamps each message with it,
+- **Latency**: ``probes`` heart-rate devices' Observations are polled every 0.5 s (``ProbePoller``:
+  found by search, read by id); a reading's latency is from its scheduled send time (the simulator stamps each message with it,
   ``devices.scheduled_clock``; a sender running late makes the figure larger, never smaller) to
   the first poll that shows its value in its slot.
+- **Start-up apart**: every device sends once and is readable before the measured load
+  (``first_contact_s``: its identity created), so the figures are a known clinic's steady state.
 - **Lost**: after the drain, every Observation of every device is compared with what the pure
   mapping core makes of the topic's records (``transforms.mapping.offline``): a slot or a
   reading missing is lost.
@@ -37,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import requests
